@@ -1,0 +1,325 @@
+//! The windowed aggregator: panes in, tumbling and sliding windows out.
+//!
+//! Events are counted into epoch-aligned panes whose size is the greatest
+//! common divisor of every window width and slide (one minute by default).
+//! When the watermark passes a window's end the window is built from its
+//! panes, emitted once, and panes no open window needs are freed together
+//! with the song names only they referenced.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use thiserror::Error;
+
+use crate::catalog::SongCatalog;
+use crate::event::{EventTimeMs, SongId, Stream};
+use crate::operator::Operator;
+use crate::pane::Pane;
+use crate::result::WindowResult;
+use crate::top_k::top_k;
+use crate::window::{bucket_start, gcd, WindowError, WindowSpec};
+
+/// What the aggregator computes.
+#[derive(Clone, Debug)]
+pub struct AggregatorConfig {
+    /// Window shapes, emitted in this order when several close together.
+    pub windows: Vec<WindowSpec>,
+    /// Length of every window's leaderboard.
+    pub top_k: usize,
+}
+
+impl Default for AggregatorConfig {
+    /// A 1-minute tumbling window and a 10-minute window sliding every minute; top 10.
+    fn default() -> Self {
+        Self {
+            windows: vec![
+                WindowSpec::tumbling(60_000).expect("valid constant"),
+                WindowSpec::sliding(600_000, 60_000).expect("valid constant"),
+            ],
+            top_k: 10,
+        }
+    }
+}
+
+/// The event belongs to a window that has already been emitted.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("event at {time_ms} ms is late: windows up to {closed_through_ms} ms are closed")]
+pub struct LateEvent {
+    /// The event's time.
+    pub time_ms: EventTimeMs,
+    /// Everything before this watermark has been emitted.
+    pub closed_through_ms: EventTimeMs,
+}
+
+/// Panes plus the windows built from them.
+pub struct WindowAggregator {
+    windows: Vec<WindowSpec>,
+    top_k: usize,
+    pane_ms: i64,
+    max_width_ms: i64,
+    panes: BTreeMap<EventTimeMs, Pane>,
+    catalog: SongCatalog,
+    closed_through_ms: Option<EventTimeMs>,
+    late_events: u64,
+}
+
+impl WindowAggregator {
+    /// Validates the config; after this nothing on the event path can fail.
+    pub fn new(config: AggregatorConfig) -> Result<Self, WindowError> {
+        if config.windows.is_empty() {
+            return Err(WindowError::NoWindows);
+        }
+        if config.top_k == 0 {
+            return Err(WindowError::ZeroTopK);
+        }
+        let pane_ms = config
+            .windows
+            .iter()
+            .fold(0, |g, w| gcd(gcd(g, w.width_ms()), w.slide_ms()));
+        let max_width_ms = config
+            .windows
+            .iter()
+            .map(WindowSpec::width_ms)
+            .max()
+            .unwrap_or(0);
+        Ok(Self {
+            windows: config.windows,
+            top_k: config.top_k,
+            pane_ms,
+            max_width_ms,
+            panes: BTreeMap::new(),
+            catalog: SongCatalog::new(),
+            closed_through_ms: None,
+            late_events: 0,
+        })
+    }
+
+    /// The id for (artist, song), for the event about to be inserted.
+    pub fn intern(&mut self, artist: &str, song: &str) -> SongId {
+        self.catalog.intern(artist, song)
+    }
+
+    /// True when an event at `time_ms` would land in an emitted window.
+    #[inline]
+    pub fn is_late(&self, time_ms: EventTimeMs) -> bool {
+        match self.closed_through_ms {
+            Some(closed) => bucket_start(time_ms, self.pane_ms) + self.pane_ms <= closed,
+            None => false,
+        }
+    }
+
+    /// Count one stream into its pane, unless its windows are already emitted.
+    #[inline]
+    pub fn insert(&mut self, stream: Stream) -> Result<(), LateEvent> {
+        if self.is_late(stream.time_ms) {
+            self.late_events += 1;
+            self.catalog.forget_if_unreferenced(stream.song);
+            return Err(LateEvent {
+                time_ms: stream.time_ms,
+                closed_through_ms: self.closed_through_ms.unwrap_or(i64::MIN),
+            });
+        }
+        let pane = self
+            .panes
+            .entry(bucket_start(stream.time_ms, self.pane_ms))
+            .or_default();
+        if pane.add(&stream) {
+            self.catalog.retain(stream.song);
+        }
+        Ok(())
+    }
+
+    /// The watermark moved to `watermark_ms`: emit every window with data whose
+    /// end is at or before it, in end order, then free panes no window needs.
+    pub fn advance(&mut self, watermark_ms: EventTimeMs, out: &mut Vec<WindowResult>) {
+        if let Some(closed) = self.closed_through_ms {
+            if watermark_ms <= closed {
+                return;
+            }
+            // Window ends are pane boundaries: none crossed, nothing to close.
+            if bucket_start(watermark_ms, self.pane_ms) == bucket_start(closed, self.pane_ms) {
+                self.closed_through_ms = Some(watermark_ms);
+                return;
+            }
+        }
+        let after = self.closed_through_ms.unwrap_or(i64::MIN);
+        for (end_ms, window) in self.due_windows(after, watermark_ms) {
+            out.push(self.result(window, end_ms));
+        }
+        self.closed_through_ms = Some(watermark_ms);
+        self.free_panes_before(watermark_ms);
+    }
+
+    /// Emit every remaining window (end of input).
+    pub fn flush(&mut self, out: &mut Vec<WindowResult>) {
+        self.advance(i64::MAX, out);
+    }
+
+    /// (end, window index) of windows with at least one pane, ending in (after, upto].
+    fn due_windows(&self, after: EventTimeMs, upto: EventTimeMs) -> BTreeSet<(EventTimeMs, usize)> {
+        let mut due = BTreeSet::new();
+        for &pane_start in self.panes.keys() {
+            for (index, spec) in self.windows.iter().enumerate() {
+                let slide = spec.slide_ms();
+                // Windows holding this pane end in [pane end, pane start + width].
+                let first_end = bucket_start(pane_start + self.pane_ms + slide - 1, slide);
+                let last_end = pane_start.saturating_add(spec.width_ms());
+                let mut end = first_end;
+                while end <= last_end && end <= upto {
+                    if end > after {
+                        due.insert((end, index));
+                    }
+                    end += slide;
+                }
+            }
+        }
+        due
+    }
+
+    fn result(&self, window: usize, end_ms: EventTimeMs) -> WindowResult {
+        let spec = &self.windows[window];
+        let start_ms = end_ms - spec.width_ms();
+        let mut panes = self.panes.range(start_ms..end_ms).map(|(_, pane)| pane);
+        let first = panes.next().expect("due windows hold at least one pane");
+        let merged;
+        let window_state = match panes.next() {
+            None => first,
+            Some(second) => {
+                let mut all = first.clone();
+                all.merge(second);
+                panes.for_each(|pane| all.merge(pane));
+                merged = all;
+                &merged
+            }
+        };
+        WindowResult {
+            window: spec.kind().name(),
+            start_ms,
+            end_ms,
+            streams: window_state.streams(),
+            active_users: window_state.users().count(),
+            top_songs: top_k(window_state.song_counts(), self.top_k, &self.catalog),
+            breakdown: window_state.breakdown().clone(),
+            listening: window_state.durations().summary(),
+        }
+    }
+
+    fn free_panes_before(&mut self, watermark_ms: EventTimeMs) {
+        while let Some(entry) = self.panes.first_entry() {
+            if entry.key().saturating_add(self.max_width_ms) > watermark_ms {
+                break;
+            }
+            let pane = entry.remove();
+            for song in pane.songs() {
+                self.catalog.release(song);
+            }
+        }
+    }
+
+    /// Events refused because their windows were already emitted.
+    pub fn late_events(&self) -> u64 {
+        self.late_events
+    }
+
+    /// Panes currently held.
+    pub fn live_panes(&self) -> usize {
+        self.panes.len()
+    }
+
+    /// Song names currently interned.
+    pub fn interned_songs(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// Everything before this has been emitted.
+    pub fn closed_through_ms(&self) -> Option<EventTimeMs> {
+        self.closed_through_ms
+    }
+
+    /// The configured windows.
+    pub fn windows(&self) -> &[WindowSpec] {
+        &self.windows
+    }
+}
+
+impl Operator for WindowAggregator {
+    type In = Stream;
+    type Out = WindowResult;
+
+    /// Late events are counted in [`WindowAggregator::late_events`].
+    fn on_event(&mut self, event: Stream, _out: &mut Vec<WindowResult>) {
+        let _counted_as_late = self.insert(event);
+    }
+
+    fn on_watermark(&mut self, watermark: EventTimeMs, out: &mut Vec<WindowResult>) {
+        self.advance(watermark, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dimensions::Dimensions;
+    use crate::distinct_users::user_hash;
+
+    fn stream(agg: &mut WindowAggregator, time_ms: i64, user: &str, song: &str) -> Stream {
+        Stream {
+            time_ms,
+            user_hash: user_hash(user.as_bytes()),
+            song: agg.intern("artist", song),
+            dims: Dimensions::default(),
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn tumbling_and_sliding_close_once_when_the_watermark_passes() {
+        let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        let mut out = Vec::new();
+        let s = stream(&mut agg, 61_000, "u1", "a");
+        agg.insert(s).unwrap();
+        agg.advance(119_999, &mut out);
+        assert!(out.is_empty());
+        agg.advance(120_000, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].window, out[0].start_ms, out[0].end_ms),
+            ("tumbling", 60_000, 120_000)
+        );
+        assert_eq!(
+            (out[1].window, out[1].start_ms, out[1].end_ms),
+            ("sliding", -480_000, 120_000)
+        );
+        agg.advance(120_000, &mut out);
+        assert_eq!(out.len(), 2, "emitted once");
+        let late = stream(&mut agg, 100_000, "u2", "b");
+        assert!(agg.insert(late).is_err());
+        assert_eq!(agg.late_events(), 1);
+        agg.flush(&mut out);
+        // The sliding windows ending at 3..=11 minutes still hold the pane.
+        assert_eq!(out.len(), 2 + 9);
+        assert!(out[2..]
+            .iter()
+            .all(|w| w.window == "sliding" && w.streams == 1));
+        assert_eq!(agg.live_panes(), 0);
+        assert_eq!(agg.interned_songs(), 0, "names evicted with their panes");
+    }
+
+    #[test]
+    fn sliding_windows_merge_panes() {
+        let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        for (t, user, song) in [(0, "a", "x"), (60_000, "a", "y"), (120_000, "b", "y")] {
+            let s = stream(&mut agg, t, user, song);
+            agg.insert(s).unwrap();
+        }
+        let mut out = Vec::new();
+        agg.advance(180_000, &mut out);
+        let sliding: Vec<_> = out.iter().filter(|w| w.window == "sliding").collect();
+        let last = sliding.last().unwrap();
+        assert_eq!(
+            (last.end_ms, last.streams, last.active_users),
+            (180_000, 3, 2)
+        );
+        assert_eq!(last.top_songs[0].song, "y");
+        assert_eq!(last.top_songs[0].streams, 2);
+    }
+}

@@ -1,0 +1,52 @@
+//! Pure, synchronous stream operators for downbeat: no I/O, no clock, no async.
+//!
+//! Time enters only as event time (integer epoch milliseconds) and watermarks.
+//! The engine crate decodes input into [`Stream`] values and feeds them to a
+//! [`WindowAggregator`], which keeps one-minute panes and emits tumbling and
+//! sliding [`WindowResult`]s as the watermark passes their ends.
+//!
+//! ```
+//! use downbeat_operators::{AggregatorConfig, Dimensions, Stream, WindowAggregator, user_hash};
+//!
+//! let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+//! let song = agg.intern("Daft Punk", "One More Time");
+//! agg.insert(Stream {
+//!     time_ms: 60_000,
+//!     user_hash: user_hash(b"42"),
+//!     song,
+//!     dims: Dimensions::default(),
+//!     duration_ms: Some(320_000),
+//! }).unwrap();
+//! let mut out = Vec::new();
+//! agg.flush(&mut out);
+//! assert_eq!(out[0].window, "tumbling");
+//! assert_eq!(out[0].streams, 1);
+//! assert_eq!(out[0].top_songs[0].song, "One More Time");
+//! ```
+#![deny(missing_docs)]
+
+pub mod aggregator;
+pub mod breakdown;
+pub mod catalog;
+pub mod dimensions;
+pub mod distinct_users;
+pub mod duration;
+pub mod event;
+pub mod operator;
+pub mod pane;
+pub mod result;
+pub mod top_k;
+pub mod window;
+
+pub use aggregator::{AggregatorConfig, LateEvent, WindowAggregator};
+pub use breakdown::Breakdown;
+pub use catalog::SongCatalog;
+pub use dimensions::{Device, Dimensions, Gender, Level, UsState};
+pub use distinct_users::{user_hash, DistinctUsers};
+pub use duration::{DurationHistogram, DurationSummary};
+pub use event::{EventTimeMs, SongId, Stream};
+pub use operator::Operator;
+pub use pane::Pane;
+pub use result::{SongCount, WindowResult};
+pub use top_k::top_k;
+pub use window::{bucket_start, WindowError, WindowKind, WindowSpec};

@@ -1,0 +1,80 @@
+//! A pane: everything one slide-sized slice of event time contributes.
+//!
+//! Events go into exactly one pane; tumbling and sliding windows are built
+//! from panes when they close, so an event costs the same whatever the
+//! window width.
+
+use std::collections::HashMap;
+
+use crate::breakdown::Breakdown;
+use crate::distinct_users::DistinctUsers;
+use crate::duration::DurationHistogram;
+use crate::event::{SongId, Stream};
+
+/// Aggregate state of one pane (or of a window merged from panes).
+#[derive(Clone, Debug, Default)]
+pub struct Pane {
+    streams: u64,
+    song_counts: HashMap<SongId, u64, ahash::RandomState>,
+    users: DistinctUsers,
+    breakdown: Breakdown,
+    durations: DurationHistogram,
+}
+
+impl Pane {
+    /// Count one stream. Returns true when the song is new to this pane
+    /// (the caller retains the song in its catalog).
+    #[inline]
+    pub fn add(&mut self, stream: &Stream) -> bool {
+        self.streams += 1;
+        self.users.insert(stream.user_hash);
+        self.breakdown.add(stream.dims);
+        if let Some(duration_ms) = stream.duration_ms {
+            self.durations.record(duration_ms);
+        }
+        let count = self.song_counts.entry(stream.song).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// Add everything `other` counted.
+    pub fn merge(&mut self, other: &Pane) {
+        self.streams += other.streams;
+        for (&song, &count) in &other.song_counts {
+            *self.song_counts.entry(song).or_insert(0) += count;
+        }
+        self.users.merge(&other.users);
+        self.breakdown.merge(&other.breakdown);
+        self.durations.merge(&other.durations);
+    }
+
+    /// Streams counted.
+    pub fn streams(&self) -> u64 {
+        self.streams
+    }
+
+    /// Exact streams per song.
+    pub fn song_counts(&self) -> impl Iterator<Item = (SongId, u64)> + '_ {
+        self.song_counts.iter().map(|(&song, &count)| (song, count))
+    }
+
+    /// Songs counted (the catalog references this pane holds).
+    pub fn songs(&self) -> impl Iterator<Item = SongId> + '_ {
+        self.song_counts.keys().copied()
+    }
+
+    /// Distinct users.
+    pub fn users(&self) -> &DistinctUsers {
+        &self.users
+    }
+
+    /// Breakdown counts.
+    pub fn breakdown(&self) -> &Breakdown {
+        &self.breakdown
+    }
+
+    /// Listening durations.
+    pub fn durations(&self) -> &DurationHistogram {
+        &self.durations
+    }
+}
