@@ -1,1 +1,13 @@
-//! downbeat engine.
+//! downbeat engine: sources, decoding, watermarks, the pipeline, metrics, HTTP.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod decode;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
+pub mod replay;
+pub mod source;
+pub mod watermark;

@@ -1,1 +1,225 @@
-fn main() {}
+//! The `downbeat` command line: run, replay, generate.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use downbeat::config::{Config, SourceKind};
+use downbeat::output::now_ms;
+use downbeat::source::generator::Generator;
+
+/// downbeat: live music-streaming analytics over event-time windows.
+#[derive(Parser)]
+#[command(name = "downbeat", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Live mode: consume a source, serve /metrics, /healthz, /readyz and
+    /// /api/v1/windows/latest (built-in generator by default).
+    Run(RunArgs),
+    /// Batch mode: read JSON Lines as fast as possible, write every window.
+    Replay(ReplayArgs),
+    /// Write realistic EventSim-style events to stdout.
+    Generate(GenerateArgs),
+}
+
+/// Settings shared by every command; each overrides the config file.
+#[derive(Args)]
+struct CommonArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "DOWNBEAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Keep every refused or late line, verbatim, in this file.
+    #[arg(long, env = "DOWNBEAT_REJECTS")]
+    rejects: Option<String>,
+    /// How late (ms) an event may arrive and still be counted exactly.
+    #[arg(long, env = "DOWNBEAT_ALLOWED_LATENESS_MS")]
+    allowed_lateness_ms: Option<u64>,
+    /// Leaderboard length.
+    #[arg(long, env = "DOWNBEAT_TOP_K")]
+    top_k: Option<usize>,
+    /// Generator seed.
+    #[arg(long, env = "DOWNBEAT_SEED")]
+    seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// HTTP listen address.
+    #[arg(long, env = "DOWNBEAT_LISTEN")]
+    listen: Option<String>,
+    /// Also write every closed window as a JSON line to PATH (`-` = stdout).
+    #[arg(long, env = "DOWNBEAT_EMIT_WINDOWS")]
+    emit_windows: Option<String>,
+    /// Event source.
+    #[arg(long, value_enum, env = "DOWNBEAT_SOURCE")]
+    source: Option<SourceKind>,
+    /// For `--source file`: JSON Lines file, or `-` for stdin (implies --source file).
+    #[arg(long, env = "DOWNBEAT_INPUT")]
+    input: Option<String>,
+    /// Generator events per second.
+    #[arg(long, env = "DOWNBEAT_RATE")]
+    rate: Option<f64>,
+    /// Idle time (ms) after which the watermark follows the wall clock.
+    #[arg(long, env = "DOWNBEAT_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// JSON Lines input file, or `-` for stdin.
+    #[arg(long)]
+    input: String,
+    /// Where window results go (`-` = stdout).
+    #[arg(long, default_value = "-")]
+    output: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Events per second: the spacing of event times, and the pace when no --count is given.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Stop after N events, written as fast as possible (timestamps ending now).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Event time of the first event (epoch ms); defaults so the last event is now.
+    #[arg(long)]
+    start_ms: Option<i64>,
+}
+
+impl CommonArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(rejects) = &self.rejects {
+            config.output.rejects = Some(rejects.clone());
+        }
+        if let Some(lateness) = self.allowed_lateness_ms {
+            config.windows.allowed_lateness_ms = lateness;
+        }
+        if let Some(top_k) = self.top_k {
+            config.windows.top_k = top_k;
+        }
+        if let Some(seed) = self.seed {
+            config.generator.seed = seed;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Replay(args) => replay(args),
+        Command::Generate(args) => generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("downbeat: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = args.common.config()?;
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let Some(path) = args.emit_windows {
+        config.output.emit_windows = Some(path);
+    }
+    if let Some(source) = args.source {
+        config.source.kind = source;
+    }
+    if let Some(input) = args.input {
+        config.source.kind = SourceKind::File;
+        config.source.path = Some(input);
+    }
+    if let Some(rate) = args.rate {
+        config.source.rate_per_sec = rate;
+    }
+    if let Some(idle) = args.idle_timeout_ms {
+        config.windows.idle_timeout_ms = idle;
+    }
+    config.validate()?;
+    downbeat::live::run(config)
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = args.common.config()?;
+    config.validate()?;
+    let summary = downbeat::replay::replay(&config, &args.input, &args.output)?;
+    let line = serde_json::to_string(&summary).context("summary serializes")?;
+    eprintln!("{line}");
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let mut config = args.common.config()?;
+    config.source.rate_per_sec = args.rate;
+    config.validate()?;
+    let mut generator = Generator::new(&config.generator);
+    let step_ms = 1000.0 / args.rate;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut line = Vec::with_capacity(1024);
+    let written = match args.count {
+        Some(count) => {
+            let start = args
+                .start_ms
+                .unwrap_or_else(|| now_ms() - (count as f64 * step_ms) as i64);
+            (0..count).try_for_each(|i| {
+                line.clear();
+                generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
+                line.push(b'\n');
+                out.write_all(&line)
+            })
+        }
+        None => generate_paced(&mut generator, args.rate, &mut out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing events to stdout"),
+    }
+}
+
+/// Real-time generation: event time is the wall clock.
+fn generate_paced(generator: &mut Generator, rate: f64, out: &mut impl Write) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let mut produced: u64 = 0;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        let now = now_ms();
+        for _ in produced..due {
+            line.clear();
+            generator.write_event(now, &mut line);
+            line.push(b'\n');
+            out.write_all(&line)?;
+        }
+        produced = due;
+        out.flush()?;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,371 @@
+//! Configuration: one TOML file, overridden by environment variables and
+//! flags, validated as a whole before any event is read.
+//!
+//! Every field has a default; units are in the field names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use downbeat_operators::{AggregatorConfig, WindowSpec};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::pipeline::PipelineConfig;
+use crate::source::generator::GeneratorConfig;
+use crate::watermark::WatermarkConfig;
+
+/// Why the configuration was refused. Each names the file or field at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read: check the path and permissions.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema (unknown keys and
+    /// wrong types are refused); the message names the key and line.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// A value is out of range; fix the named field.
+    #[error("invalid value for `{field}`: {reason}")]
+    Invalid {
+        /// Dotted field name, e.g. `windows.top_k`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where live mode reads events from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The built-in generator.
+    #[default]
+    Generator,
+    /// JSON lines from `source.path` (`-` for stdin).
+    File,
+}
+
+/// `[source]`: the live-mode source.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `generator` (default) or `file`.
+    pub kind: SourceKind,
+    /// For `file`: the path, or `-` for stdin.
+    pub path: Option<String>,
+    /// For `generator`: events per second (default 500).
+    pub rate_per_sec: f64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::Generator,
+            path: None,
+            rate_per_sec: 500.0,
+        }
+    }
+}
+
+/// `[windows]`: window shapes, leaderboard length, lateness.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Tumbling window width (default 60).
+    pub tumbling_width_secs: u64,
+    /// Sliding window width (default 600).
+    pub sliding_width_secs: u64,
+    /// Sliding window slide (default 60).
+    pub sliding_slide_secs: u64,
+    /// Leaderboard length (default 10).
+    pub top_k: usize,
+    /// How late an event may be and still count exactly (default 10000).
+    pub allowed_lateness_ms: u64,
+    /// After this long without input the watermark follows the wall clock (default 5000).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            tumbling_width_secs: 60,
+            sliding_width_secs: 600,
+            sliding_slide_secs: 60,
+            top_k: 10,
+            allowed_lateness_ms: 10_000,
+            idle_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[input]`: limits on input records.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Longer lines are refused as `line_too_long` (default 1 MiB).
+    pub max_line_bytes: usize,
+    /// Events further ahead of the wall clock are refused (default 1 day).
+    pub max_future_ms: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 1 << 20,
+            max_future_ms: 86_400_000,
+        }
+    }
+}
+
+/// `[http]`: the live-mode server.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address (default `127.0.0.1:9898`).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".to_owned(),
+        }
+    }
+}
+
+/// `[output]`: where results and refused input go.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Write every closed window as a JSON line here (`-` for stdout).
+    pub emit_windows: Option<String>,
+    /// Keep every refused or late line, verbatim, in this file.
+    pub rejects: Option<String>,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Live-mode source.
+    pub source: SourceConfig,
+    /// The built-in generator.
+    pub generator: GeneratorConfig,
+    /// Windows.
+    pub windows: WindowsConfig,
+    /// Input limits.
+    pub input: InputConfig,
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// Outputs.
+    pub output: OutputConfig,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, or the file at `path` over the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Check every field; the message names the first field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.windows;
+        if w.tumbling_width_secs == 0 || w.tumbling_width_secs > 86_400 {
+            return Err(invalid(
+                "windows.tumbling_width_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if w.sliding_slide_secs == 0 || w.sliding_slide_secs > 86_400 {
+            return Err(invalid(
+                "windows.sliding_slide_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if w.sliding_width_secs == 0 || w.sliding_width_secs > 7 * 86_400 {
+            return Err(invalid(
+                "windows.sliding_width_secs",
+                "must be between 1 and 604800",
+            ));
+        }
+        if w.sliding_width_secs % w.sliding_slide_secs != 0 {
+            return Err(invalid(
+                "windows.sliding_width_secs",
+                "must be a multiple of windows.sliding_slide_secs",
+            ));
+        }
+        if w.top_k == 0 || w.top_k > 1000 {
+            return Err(invalid("windows.top_k", "must be between 1 and 1000"));
+        }
+        if w.allowed_lateness_ms > 86_400_000 {
+            return Err(invalid(
+                "windows.allowed_lateness_ms",
+                "must be at most 86400000 (one day)",
+            ));
+        }
+        if w.idle_timeout_ms < 100 || w.idle_timeout_ms > 86_400_000 {
+            return Err(invalid(
+                "windows.idle_timeout_ms",
+                "must be between 100 and 86400000",
+            ));
+        }
+        if self.input.max_line_bytes < 1024 || self.input.max_line_bytes > 1 << 30 {
+            return Err(invalid(
+                "input.max_line_bytes",
+                "must be between 1024 and 1073741824",
+            ));
+        }
+        if self.input.max_future_ms > 365 * 86_400_000 {
+            return Err(invalid("input.max_future_ms", "must be at most one year"));
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:9898",
+                    self.http.listen
+                ),
+            ));
+        }
+        let rate = self.source.rate_per_sec;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0) {
+            return Err(invalid(
+                "source.rate_per_sec",
+                "must be a number between 0 and 10000000",
+            ));
+        }
+        if self.source.kind == SourceKind::File
+            && self.source.path.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(invalid(
+                "source.path",
+                "is required when source.kind is \"file\"",
+            ));
+        }
+        self.validate_generator()?;
+        Ok(())
+    }
+
+    fn validate_generator(&self) -> Result<(), ConfigError> {
+        let g = &self.generator;
+        if g.users == 0 {
+            return Err(invalid("generator.users", "must be at least 1"));
+        }
+        if g.artists == 0 {
+            return Err(invalid("generator.artists", "must be at least 1"));
+        }
+        if g.songs == 0 {
+            return Err(invalid("generator.songs", "must be at least 1"));
+        }
+        if !(g.song_zipf_exponent.is_finite()
+            && g.song_zipf_exponent >= 0.0
+            && g.song_zipf_exponent <= 10.0)
+        {
+            return Err(invalid(
+                "generator.song_zipf_exponent",
+                "must be between 0 and 10",
+            ));
+        }
+        if !(0.0..1.0).contains(&g.non_stream_ratio) {
+            return Err(invalid(
+                "generator.non_stream_ratio",
+                "must be at least 0 and below 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pipeline settings (call after [`Config::validate`]).
+    pub fn pipeline(&self) -> Result<PipelineConfig, ConfigError> {
+        let w = &self.windows;
+        let secs = |s: u64| (s * 1000) as i64;
+        let tumbling = WindowSpec::tumbling(secs(w.tumbling_width_secs))
+            .map_err(|e| invalid("windows.tumbling_width_secs", e.to_string()))?;
+        let sliding = WindowSpec::sliding(secs(w.sliding_width_secs), secs(w.sliding_slide_secs))
+            .map_err(|e| invalid("windows.sliding_width_secs", e.to_string()))?;
+        Ok(PipelineConfig {
+            aggregator: AggregatorConfig {
+                windows: vec![tumbling, sliding],
+                top_k: w.top_k,
+            },
+            watermark: WatermarkConfig {
+                allowed_lateness_ms: w.allowed_lateness_ms as i64,
+                idle_timeout_ms: w.idle_timeout_ms as i64,
+            },
+            max_line_bytes: self.input.max_line_bytes,
+            max_future_ms: self.input.max_future_ms as i64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str::<Config>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        Config::default().pipeline().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_field() {
+        let error = parse("[windows]\ntop_kk = 3\n").unwrap_err();
+        assert!(error.contains("top_kk"), "{error}");
+        let error = parse("[windows]\ntop_k = \"ten\"\n").unwrap_err();
+        assert!(error.contains("top_k"), "{error}");
+        let error = parse("[nope]\n").unwrap_err();
+        assert!(error.contains("nope"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut config =
+            parse("[windows]\nsliding_width_secs = 90\nsliding_slide_secs = 60\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("windows.sliding_width_secs"), "{error}");
+        config = parse("[http]\nlisten = \"nowhere\"\n").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.listen"));
+        config = parse("[windows]\ntop_k = 0\n").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("windows.top_k"));
+    }
+}

@@ -1,0 +1,339 @@
+//! The metrics registry: every series downbeat exports, in one place.
+//!
+//! Names follow Prometheus conventions: `downbeat_` prefix, base units,
+//! `_total` on counters. Label values come from fixed sets (reasons, levels,
+//! devices, states, genders, window labels, ranks), except the artist and
+//! song text of `downbeat_top_song_info`, which holds at most K series per
+//! window and is replaced whenever a window closes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use downbeat_operators::{Device, Gender, Level, UsState, WindowResult};
+use hdrhistogram::Histogram as HdrHistogram;
+use prometheus::core::Collector;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::decode::RejectReason;
+
+/// Bucket bounds of the listening-duration histogram, in seconds.
+const DURATION_BUCKETS_SECS: [f64; 16] = [
+    30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0, 270.0, 300.0, 360.0, 420.0, 600.0, 900.0,
+    1800.0, 3600.0,
+];
+
+/// Quantiles exported for the window-close latency.
+const LATENCY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 1.0];
+
+/// All exported series. Shared by the pipeline thread and the HTTP server.
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounter,
+    streams: IntCounter,
+    rejected: IntCounterVec,
+    late: IntCounter,
+    by_level: IntCounterVec,
+    by_device: IntCounterVec,
+    by_state: IntCounterVec,
+    by_gender: IntCounterVec,
+    listening: Histogram,
+    window_streams: IntGaugeVec,
+    active_users: IntGaugeVec,
+    windows_emitted: IntCounterVec,
+    top_song_streams: IntGaugeVec,
+    top_song_info: IntGaugeVec,
+    last_event_time: Gauge,
+    watermark_time: Gauge,
+    watermark_lag: Gauge,
+    close_latency: GaugeVec,
+    close_latency_hdr: Mutex<HdrHistogram<u64>>,
+    live_panes: IntGauge,
+    interned_songs: IntGauge,
+    leaderboards: Mutex<BTreeMap<String, Vec<(String, String, u64)>>>,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique constants");
+    collector
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    register(registry, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every series, with the bounded label sets
+    /// pre-populated so dashboards see zeros rather than gaps.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let metrics = Self {
+            events: counter(&r, "downbeat_events_total", "Input records read from the source, valid or not."),
+            streams: counter(&r, "downbeat_streams_total", "Streams (song plays) counted into windows."),
+            rejected: counter_vec(&r, "downbeat_events_rejected_total", "Input records refused, by reason.", &["reason"]),
+            late: counter(&r, "downbeat_late_events_total", "Streams that arrived after their windows were emitted."),
+            by_level: counter_vec(&r, "downbeat_streams_by_level_total", "Streams by subscription level.", &["level"]),
+            by_device: counter_vec(&r, "downbeat_streams_by_device_total", "Streams by device family.", &["device"]),
+            by_state: counter_vec(&r, "downbeat_streams_by_state_total", "Streams by US state (2-letter code or unknown).", &["state"]),
+            by_gender: counter_vec(&r, "downbeat_streams_by_gender_total", "Streams by gender.", &["gender"]),
+            listening: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("downbeat_listening_duration_seconds", "Listening time of streams that carry one.")
+                        .buckets(DURATION_BUCKETS_SECS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            window_streams: int_gauge_vec(&r, "downbeat_window_streams", "Streams in the latest closed window.", &["window"]),
+            active_users: int_gauge_vec(&r, "downbeat_active_users", "Distinct users in the latest closed window.", &["window"]),
+            windows_emitted: counter_vec(&r, "downbeat_windows_emitted_total", "Windows closed and emitted.", &["window"]),
+            top_song_streams: int_gauge_vec(&r, "downbeat_top_song_streams", "Streams of the song at each leaderboard rank of the latest closed window.", &["window", "rank"]),
+            top_song_info: int_gauge_vec(&r, "downbeat_top_song_info", "Artist and song at each leaderboard rank of the latest closed window (value 1).", &["window", "rank", "artist", "song"]),
+            last_event_time: gauge(&r, "downbeat_last_event_timestamp_seconds", "Largest event time seen, epoch seconds."),
+            watermark_time: gauge(&r, "downbeat_watermark_timestamp_seconds", "Current event-time watermark, epoch seconds."),
+            watermark_lag: gauge(&r, "downbeat_watermark_lag_seconds", "Wall clock minus the watermark."),
+            close_latency: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("downbeat_window_close_latency_seconds", "Time from the watermark closing a window to its results being published (HdrHistogram quantiles since start)."),
+                    &["quantile"],
+                )
+                .expect("valid metric"),
+            ),
+            close_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")),
+            live_panes: register(&r, IntGauge::new("downbeat_live_panes", "Window panes held in memory.").expect("valid metric")),
+            interned_songs: register(&r, IntGauge::new("downbeat_interned_songs", "Song names held by live panes.").expect("valid metric")),
+            leaderboards: Mutex::new(BTreeMap::new()),
+            registry: r,
+        };
+        for reason in RejectReason::ALL {
+            metrics.rejected.with_label_values(&[reason.label()]);
+        }
+        metrics
+    }
+
+    /// The registry, for encoding.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to memory cannot fail");
+        buffer
+    }
+
+    /// Per-thread counters for the ingest path; see [`IngestMetrics`].
+    pub fn ingest(&self) -> IngestMetrics {
+        let locals = |vec: &IntCounterVec,
+                      labels: &mut dyn Iterator<Item = &'static str>|
+         -> Vec<LocalIntCounter> {
+            labels
+                .map(|label| vec.with_label_values(&[label]).local())
+                .collect()
+        };
+        IngestMetrics {
+            events: self.events.local(),
+            streams: self.streams.local(),
+            late: self.late.local(),
+            rejected: locals(
+                &self.rejected,
+                &mut RejectReason::ALL.iter().map(|r| r.label()),
+            ),
+            level: locals(&self.by_level, &mut Level::ALL.iter().map(|l| l.label())),
+            device: locals(&self.by_device, &mut Device::ALL.iter().map(|d| d.label())),
+            state: locals(
+                &self.by_state,
+                &mut (0..UsState::COUNT).map(|i| UsState::from_index(i).label()),
+            ),
+            gender: locals(&self.by_gender, &mut Gender::ALL.iter().map(|g| g.label())),
+            listening: self.listening.local(),
+        }
+    }
+
+    /// A window closed: update its gauges and replace its leaderboard series.
+    pub fn on_window(&self, window_label: &str, result: &WindowResult) {
+        self.window_streams
+            .with_label_values(&[window_label])
+            .set(result.streams as i64);
+        self.active_users
+            .with_label_values(&[window_label])
+            .set(result.active_users as i64);
+        self.windows_emitted
+            .with_label_values(&[window_label])
+            .inc();
+        let mut boards = self.leaderboards.lock().unwrap_or_else(|e| e.into_inner());
+        boards.insert(
+            window_label.to_owned(),
+            result
+                .top_songs
+                .iter()
+                .map(|s| (s.artist.clone(), s.song.clone(), s.streams))
+                .collect(),
+        );
+        // Reset and re-add so ranks and titles of the previous window vanish.
+        self.top_song_streams.reset();
+        self.top_song_info.reset();
+        for (window, board) in boards.iter() {
+            for (index, (artist, song, streams)) in board.iter().enumerate() {
+                let rank = (index + 1).to_string();
+                self.top_song_streams
+                    .with_label_values(&[window, &rank])
+                    .set(*streams as i64);
+                self.top_song_info
+                    .with_label_values(&[window, &rank, artist, song])
+                    .set(1);
+            }
+        }
+    }
+
+    /// Record how long publishing closed windows took after the close began.
+    pub fn record_close_latency(&self, latency: std::time::Duration) {
+        let mut hdr = self
+            .close_latency_hdr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        hdr.saturating_record(latency.as_nanos().max(1) as u64);
+        for q in LATENCY_QUANTILES {
+            let seconds = hdr.value_at_quantile(q) as f64 / 1e9;
+            self.close_latency
+                .with_label_values(&[&q.to_string()])
+                .set(seconds);
+        }
+    }
+
+    /// A copy of the close-latency histogram (nanoseconds), for reports.
+    pub fn close_latency_histogram(&self) -> HdrHistogram<u64> {
+        self.close_latency_hdr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Freshness and state gauges, set by the pipeline thread periodically.
+    pub fn set_progress(&self, progress: Progress) {
+        if let Some(ms) = progress.max_event_ms {
+            self.last_event_time.set(ms as f64 / 1000.0);
+        }
+        if let Some(ms) = progress.watermark_ms {
+            self.watermark_time.set(ms as f64 / 1000.0);
+            self.watermark_lag
+                .set((progress.now_ms - ms) as f64 / 1000.0);
+        }
+        self.live_panes.set(progress.live_panes as i64);
+        self.interned_songs.set(progress.interned_songs as i64);
+    }
+}
+
+/// A snapshot of pipeline progress for the freshness gauges.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Wall clock, epoch ms.
+    pub now_ms: i64,
+    /// Largest event time seen.
+    pub max_event_ms: Option<i64>,
+    /// Current watermark.
+    pub watermark_ms: Option<i64>,
+    /// Panes held.
+    pub live_panes: usize,
+    /// Song names held.
+    pub interned_songs: usize,
+}
+
+/// Unsynchronised per-thread counters (the prometheus crate's local
+/// metrics): the hot path increments plain integers and [`IngestMetrics::flush`]
+/// publishes them, so ingest pays no atomic operation per event.
+pub struct IngestMetrics {
+    events: LocalIntCounter,
+    streams: LocalIntCounter,
+    late: LocalIntCounter,
+    rejected: Vec<LocalIntCounter>,
+    level: Vec<LocalIntCounter>,
+    device: Vec<LocalIntCounter>,
+    state: Vec<LocalIntCounter>,
+    gender: Vec<LocalIntCounter>,
+    listening: LocalHistogram,
+}
+
+impl IngestMetrics {
+    /// One record read.
+    #[inline]
+    pub fn event(&mut self) {
+        self.events.inc();
+    }
+
+    /// One stream counted.
+    #[inline]
+    pub fn stream(&mut self, dims: downbeat_operators::Dimensions, duration_ms: Option<u32>) {
+        self.streams.inc();
+        self.level[dims.level as usize].inc();
+        self.device[dims.device as usize].inc();
+        self.state[dims.state.index()].inc();
+        self.gender[dims.gender as usize].inc();
+        if let Some(ms) = duration_ms {
+            self.listening.observe(f64::from(ms) / 1000.0);
+        }
+    }
+
+    /// One record refused.
+    #[inline]
+    pub fn rejected(&mut self, reason: RejectReason) {
+        self.rejected[reason as usize].inc();
+    }
+
+    /// One late stream.
+    #[inline]
+    pub fn late(&mut self) {
+        self.late.inc();
+    }
+
+    /// Publish everything counted since the last flush.
+    pub fn flush(&mut self) {
+        self.events.flush();
+        self.streams.flush();
+        self.late.flush();
+        self.listening.flush();
+        for counter in self
+            .rejected
+            .iter_mut()
+            .chain(&mut self.level)
+            .chain(&mut self.device)
+            .chain(&mut self.state)
+            .chain(&mut self.gender)
+        {
+            counter.flush();
+        }
+    }
+}

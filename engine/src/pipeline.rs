@@ -1,0 +1,278 @@
+//! The pipeline: line -> decode -> watermark -> windowed aggregation.
+//!
+//! Single-threaded and synchronous; sources feed it lines and the caller
+//! publishes the window results it returns (JSON lines, metrics, HTTP).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use downbeat_operators::{AggregatorConfig, Stream, WindowAggregator, WindowError, WindowResult};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::decode::{decode, Decoded, RejectReason, TimeBounds};
+use crate::metrics::{IngestMetrics, Metrics, Progress};
+use crate::source::lines::Line;
+use crate::watermark::{Watermark, WatermarkConfig};
+
+/// Everything the pipeline needs to know, validated by the config module.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Windows and top-k.
+    pub aggregator: AggregatorConfig,
+    /// Lateness and idleness.
+    pub watermark: WatermarkConfig,
+    /// Lines longer than this are refused.
+    pub max_line_bytes: usize,
+    /// Events further than this ahead of the wall clock are refused.
+    pub max_future_ms: i64,
+}
+
+/// Why the pipeline could not be built.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// The window configuration is inconsistent; fix the `[windows]` section.
+    #[error("invalid windows: {0}")]
+    Windows(#[from] WindowError),
+}
+
+/// What happened to one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted as a stream.
+    Stream,
+    /// A valid event that is not a play.
+    NotAStream,
+    /// Refused.
+    Rejected(RejectReason),
+    /// A stream whose windows were already emitted.
+    Late,
+}
+
+/// Totals, reported as the replay summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    /// Input lines (records) read.
+    pub lines: u64,
+    /// Streams counted.
+    pub streams: u64,
+    /// Valid events that are not plays.
+    pub non_stream_events: u64,
+    /// Lines refused.
+    pub rejected: u64,
+    /// Lines refused, by reason (only reasons that occurred).
+    pub rejected_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Streams that arrived after their windows were emitted.
+    pub late: u64,
+    /// Windows emitted.
+    pub windows: u64,
+}
+
+/// Logs refused lines at most once a second, with a count of the ones skipped.
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, what: &str, line_number: u64) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            line = line_number,
+            suppressed = self.suppressed,
+            "refused input: {what}"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// The operator graph for one input stream.
+pub struct Pipeline {
+    aggregator: WindowAggregator,
+    watermark: Watermark,
+    bounds: TimeBounds,
+    max_line_bytes: usize,
+    max_future_ms: i64,
+    totals: Totals,
+    ingest: IngestMetrics,
+    rejects: Option<Box<dyn Write + Send>>,
+    log: RateLimitedLog,
+    close_started: Option<Instant>,
+}
+
+impl Pipeline {
+    /// Build the graph. `now_ms` is the wall clock used for the future bound.
+    pub fn new(
+        config: PipelineConfig,
+        metrics: &Metrics,
+        rejects: Option<Box<dyn Write + Send>>,
+        now_ms: i64,
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            aggregator: WindowAggregator::new(config.aggregator)?,
+            watermark: Watermark::new(config.watermark),
+            bounds: TimeBounds::until(now_ms, config.max_future_ms),
+            max_line_bytes: config.max_line_bytes,
+            max_future_ms: config.max_future_ms,
+            totals: Totals::default(),
+            ingest: metrics.ingest(),
+            rejects,
+            log: RateLimitedLog {
+                last: None,
+                suppressed: 0,
+            },
+            close_started: None,
+        })
+    }
+
+    /// Process one line; closed windows are appended to `out`.
+    #[inline]
+    pub fn process_line(&mut self, line: Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
+        self.totals.lines += 1;
+        self.ingest.event();
+        let outcome = self.classify(&line, out);
+        match outcome {
+            Outcome::Stream => self.totals.streams += 1,
+            Outcome::NotAStream => self.totals.non_stream_events += 1,
+            Outcome::Rejected(reason) => {
+                self.totals.rejected += 1;
+                *self
+                    .totals
+                    .rejected_by_reason
+                    .entry(reason.label())
+                    .or_insert(0) += 1;
+                self.ingest.rejected(reason);
+                self.log.warn(reason.label(), self.totals.lines);
+                self.keep_rejected(line.bytes);
+            }
+            Outcome::Late => {
+                self.totals.late += 1;
+                self.ingest.late();
+                self.log.warn("late event", self.totals.lines);
+                self.keep_rejected(line.bytes);
+            }
+        }
+        outcome
+    }
+
+    fn classify(&mut self, line: &Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
+        if line.truncated || line.bytes.len() > self.max_line_bytes {
+            return Outcome::Rejected(RejectReason::LineTooLong);
+        }
+        let listen = match decode(line.bytes, self.bounds) {
+            Decoded::Stream(listen) => listen,
+            Decoded::NotAStream => return Outcome::NotAStream,
+            Decoded::Rejected(reason) => return Outcome::Rejected(reason),
+        };
+        if self.aggregator.is_late(listen.time_ms) {
+            return Outcome::Late;
+        }
+        let stream = Stream {
+            time_ms: listen.time_ms,
+            user_hash: listen.user.hash(),
+            song: self.aggregator.intern(&listen.artist, &listen.song),
+            dims: listen.dims,
+            duration_ms: listen.duration_ms,
+        };
+        if self.aggregator.insert(stream).is_err() {
+            return Outcome::Late;
+        }
+        self.ingest.stream(stream.dims, stream.duration_ms);
+        if let Some(watermark) = self.watermark.observe(stream.time_ms) {
+            self.advance(watermark, out);
+        }
+        Outcome::Stream
+    }
+
+    fn advance(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
+        let before = out.len();
+        let started = Instant::now();
+        self.aggregator.advance(watermark_ms, out);
+        if out.len() > before {
+            self.totals.windows += (out.len() - before) as u64;
+            self.close_started.get_or_insert(started);
+        }
+    }
+
+    fn keep_rejected(&mut self, bytes: &[u8]) {
+        if let Some(writer) = self.rejects.as_mut() {
+            let written = writer
+                .write_all(bytes)
+                .and_then(|()| writer.write_all(b"\n"));
+            if let Err(error) = written {
+                tracing::error!(%error, "cannot write to the rejects file; no longer keeping rejected lines");
+                self.rejects = None;
+            }
+        }
+    }
+
+    /// The source has delivered data at wall time `now_ms` (once per batch).
+    pub fn source_active(&mut self, now_ms: i64) {
+        self.watermark.source_active(now_ms);
+    }
+
+    /// Periodic tick in live mode: moves the future bound with the wall
+    /// clock and applies the idle rule.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<WindowResult>) {
+        self.bounds = TimeBounds::until(now_ms, self.max_future_ms);
+        if let Some(watermark) = self.watermark.on_idle_check(now_ms) {
+            self.advance(watermark, out);
+        }
+    }
+
+    /// End of input: emit every remaining window.
+    pub fn finish(&mut self, out: &mut Vec<WindowResult>) {
+        let before = out.len();
+        self.aggregator.flush(out);
+        self.totals.windows += (out.len() - before) as u64;
+        if let Some(writer) = self.rejects.as_mut() {
+            if let Err(error) = writer.flush() {
+                tracing::error!(%error, "cannot flush the rejects file");
+            }
+        }
+    }
+
+    /// When the windows returned since the last call began to close, to
+    /// measure close-to-publish latency.
+    pub fn take_close_started(&mut self) -> Option<Instant> {
+        self.close_started.take()
+    }
+
+    /// Publish counters and freshness gauges.
+    pub fn sync_metrics(&mut self, metrics: &Metrics, now_ms: i64) {
+        self.ingest.flush();
+        metrics.set_progress(Progress {
+            now_ms,
+            max_event_ms: self.watermark.max_event_ms(),
+            watermark_ms: self.watermark.current_ms(),
+            live_panes: self.aggregator.live_panes(),
+            interned_songs: self.aggregator.interned_songs(),
+        });
+        if let Some(writer) = self.rejects.as_mut() {
+            let _ = writer.flush();
+        }
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Label of each window kind for metrics (`"1m"`, `"10m"`), by kind name.
+    pub fn window_label(&self, kind: &str) -> String {
+        self.aggregator
+            .windows()
+            .iter()
+            .find(|spec| spec.kind().name() == kind)
+            .map(|spec| spec.label())
+            .unwrap_or_else(|| kind.to_owned())
+    }
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests: running the binary, the shared data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The `downbeat` binary under test.
+pub fn downbeat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_downbeat"))
+}
+
+/// The real EventSim data, `cat part1 part2`, as one temporary file.
+pub fn eventsim_file(dir: &Path) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let mut all = Vec::new();
+    for part in [
+        "sparkify_log_small.part1.jsonl",
+        "sparkify_log_small.part2.jsonl",
+    ] {
+        let path = data.join(part);
+        all.extend(std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the golden tests need ../shared/data beside the checkout)",
+                path.display()
+            )
+        }));
+    }
+    let file = dir.join("eventsim.jsonl");
+    std::fs::write(&file, all).unwrap();
+    file
+}
+
+/// Run `downbeat replay --input <input> --output <dir>/windows.jsonl [extra]`;
+/// returns the windows and the summary line. Panics unless it exits 0.
+pub fn replay(input: &Path, dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
+    let output_path = dir.join("windows.jsonl");
+    let output: Output = downbeat()
+        .args(["replay", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(&output_path)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "replay failed: {stderr}");
+    let summary_line = stderr.lines().last().expect("a summary line on stderr");
+    let summary: Value = serde_json::from_str(summary_line).expect("the last stderr line is JSON");
+    let windows = std::fs::read_to_string(&output_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each window line is JSON"))
+        .collect();
+    (windows, summary)
+}
+
+/// The contract fields of a window, for comparisons.
+pub fn contract(window: &Value) -> Value {
+    let mut v = serde_json::Map::new();
+    for key in [
+        "window",
+        "start_ms",
+        "end_ms",
+        "streams",
+        "active_users",
+        "top_songs",
+    ] {
+        v.insert(key.to_owned(), window[key].clone());
+    }
+    Value::Object(v)
+}
