@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::pipeline::PipelineConfig;
-use crate::source::generator::GeneratorConfig;
+use crate::source::generator::{GeneratorConfig, GeneratorConfigError};
 use crate::watermark::WatermarkConfig;
 
 /// Why the configuration was refused. Each names the file or field at fault.
@@ -274,32 +274,18 @@ impl Config {
     }
 
     fn validate_generator(&self) -> Result<(), ConfigError> {
-        let g = &self.generator;
-        if g.users == 0 {
-            return Err(invalid("generator.users", "must be at least 1"));
-        }
-        if g.artists == 0 {
-            return Err(invalid("generator.artists", "must be at least 1"));
-        }
-        if g.songs == 0 {
-            return Err(invalid("generator.songs", "must be at least 1"));
-        }
-        if !(g.song_zipf_exponent.is_finite()
-            && g.song_zipf_exponent >= 0.0
-            && g.song_zipf_exponent <= 10.0)
-        {
-            return Err(invalid(
-                "generator.song_zipf_exponent",
-                "must be between 0 and 10",
-            ));
-        }
-        if !(0.0..1.0).contains(&g.non_stream_ratio) {
-            return Err(invalid(
-                "generator.non_stream_ratio",
-                "must be at least 0 and below 1",
-            ));
-        }
-        Ok(())
+        self.generator.validate().map_err(|error| {
+            let field = match &error {
+                GeneratorConfigError::CountOutOfRange { field: "users", .. } => "generator.users",
+                GeneratorConfigError::CountOutOfRange {
+                    field: "artists", ..
+                } => "generator.artists",
+                GeneratorConfigError::CountOutOfRange { .. } => "generator.songs",
+                GeneratorConfigError::ZipfExponent(_) => "generator.song_zipf_exponent",
+                GeneratorConfigError::NonStreamRatio(_) => "generator.non_stream_ratio",
+            };
+            invalid(field, error.to_string())
+        })
     }
 
     /// The pipeline settings (call after [`Config::validate`]).

@@ -12,11 +12,10 @@
 //! from 1e11 on. Missing values may be `null` or absent keys.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use downbeat_operators::{user_hash, Device, Dimensions, Gender, Level, UsState};
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+
+use crate::json_scan::{scan_object, Scalar, ScanError};
 
 /// Why a line was refused. The set is fixed so metric labels stay bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,56 +128,100 @@ pub fn decode(line: &[u8], bounds: TimeBounds) -> Decoded<'_> {
     let Ok(text) = std::str::from_utf8(line) else {
         return Decoded::Rejected(RejectReason::InvalidUtf8);
     };
-    // Only objects are records (serde would read an array as a tuple).
-    if !text.trim_start().starts_with('{') {
-        return Decoded::Rejected(match sonic_rs::from_str::<serde::de::IgnoredAny>(text) {
-            Ok(_) => RejectReason::WrongType,
-            Err(_) => RejectReason::InvalidJson,
-        });
-    }
-    let record: Record<'_> = match sonic_rs::from_str(text) {
-        Ok(record) => record,
-        Err(error) => {
-            return Decoded::Rejected(match error.classify() {
-                sonic_rs::error::Category::TypeUnmatched => RejectReason::WrongType,
-                _ => RejectReason::InvalidJson,
-            })
+    let mut record = Record::default();
+    let mut wrong_type = false;
+    let scanned = scan_object(text, |key, value| {
+        if record.set(key, value).is_err() {
+            wrong_type = true;
         }
-    };
-    record.into_decoded(bounds)
+    });
+    match scanned {
+        Err(ScanError::Syntax) => Decoded::Rejected(RejectReason::InvalidJson),
+        Err(ScanError::NotAnObject) => Decoded::Rejected(RejectReason::WrongType),
+        Ok(()) if wrong_type => Decoded::Rejected(RejectReason::WrongType),
+        Ok(()) => record.into_decoded(bounds),
+    }
 }
 
-/// All fields of all formats; unknown keys are skipped by the parser.
-#[derive(Deserialize)]
+/// All fields of all formats that downbeat reads; other keys are skipped.
+#[derive(Default)]
 struct Record<'a> {
-    #[serde(default)]
     ts: Option<Timestamp>,
-    #[serde(default)]
     timestamp: Option<Timestamp>,
-    #[serde(default, borrow, rename = "userId")]
     user_id_camel: Option<UserKey<'a>>,
-    #[serde(default, borrow, rename = "user_id")]
     user_id_snake: Option<UserKey<'a>>,
-    #[serde(default, borrow)]
     page: Option<Text<'a>>,
-    #[serde(default, borrow)]
     song: Option<Text<'a>>,
-    #[serde(default, borrow)]
     artist: Option<Text<'a>>,
-    #[serde(default)]
     length: Option<f64>,
-    #[serde(default)]
     duration: Option<f64>,
-    #[serde(default, borrow)]
     level: Option<Text<'a>>,
-    #[serde(default, borrow)]
     gender: Option<Text<'a>>,
-    #[serde(default, borrow)]
     location: Option<Text<'a>>,
-    #[serde(default, borrow)]
     state: Option<Text<'a>>,
-    #[serde(default, borrow, rename = "userAgent")]
     user_agent: Option<Text<'a>>,
+}
+
+/// A known key held a value of the wrong type.
+struct WrongType;
+
+fn text_value(value: Scalar<'_>) -> Result<Option<Text<'_>>, WrongType> {
+    match value {
+        Scalar::Str(text) => Ok(Some(Text(text))),
+        Scalar::Null => Ok(None),
+        _ => Err(WrongType),
+    }
+}
+
+fn number_value(value: Scalar<'_>) -> Result<Option<f64>, WrongType> {
+    match value {
+        Scalar::Int(n) => Ok(Some(n as f64)),
+        Scalar::Float(f) => Ok(Some(f)),
+        Scalar::Null => Ok(None),
+        _ => Err(WrongType),
+    }
+}
+
+fn time_value(value: Scalar<'_>) -> Result<Option<Timestamp>, WrongType> {
+    match value {
+        Scalar::Int(n) => Ok(Some(Timestamp::from_i64(n))),
+        Scalar::Float(f) => Ok(Timestamp::from_f64(f)),
+        Scalar::Null => Ok(None),
+        _ => Err(WrongType),
+    }
+}
+
+fn user_value(value: Scalar<'_>) -> Result<Option<UserKey<'_>>, WrongType> {
+    match value {
+        Scalar::Str(text) => Ok(Some(UserKey::Text(text))),
+        Scalar::Int(n) => Ok(Some(UserKey::Number(n))),
+        Scalar::Null => Ok(None),
+        _ => Err(WrongType),
+    }
+}
+
+impl<'a> Record<'a> {
+    #[inline]
+    fn set(&mut self, key: &[u8], value: Scalar<'a>) -> Result<(), WrongType> {
+        match key {
+            b"ts" => self.ts = time_value(value)?,
+            b"timestamp" => self.timestamp = time_value(value)?,
+            b"userId" => self.user_id_camel = user_value(value)?,
+            b"user_id" => self.user_id_snake = user_value(value)?,
+            b"page" => self.page = text_value(value)?,
+            b"song" => self.song = text_value(value)?,
+            b"artist" => self.artist = text_value(value)?,
+            b"length" => self.length = number_value(value)?,
+            b"duration" => self.duration = number_value(value)?,
+            b"level" => self.level = text_value(value)?,
+            b"gender" => self.gender = text_value(value)?,
+            b"location" => self.location = text_value(value)?,
+            b"state" => self.state = text_value(value)?,
+            b"userAgent" => self.user_agent = text_value(value)?,
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Record<'a> {
@@ -242,28 +285,6 @@ fn seconds_to_ms(seconds: f64) -> Option<u32> {
 /// A JSON string that borrows from the line unless it had escapes.
 struct Text<'a>(Cow<'a, str>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
 /// A user id: a string, or an integer that hashes like its decimal text,
 /// so `"42"` and `42` are the same user.
 #[derive(Debug, PartialEq)]
@@ -288,36 +309,6 @@ impl UserKey<'_> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for UserKey<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UserVisitor;
-        impl<'de> Visitor<'de> for UserVisitor {
-            type Value = UserKey<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a user id string or integer")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(UserKey::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(UserKey::Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(UserKey::Text(Cow::Owned(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(UserKey::Number(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                i64::try_from(v)
-                    .map(UserKey::Number)
-                    .or_else(|_| Ok(UserKey::Text(Cow::Owned(v.to_string()))))
-            }
-        }
-        deserializer.deserialize_any(UserVisitor)
-    }
-}
-
 /// A timestamp normalised to epoch milliseconds (seconds below 1e11).
 struct Timestamp(i64);
 
@@ -325,9 +316,18 @@ struct Timestamp(i64);
 const SECONDS_MS_THRESHOLD: f64 = 1e11;
 
 impl Timestamp {
+    fn from_i64(value: i64) -> Self {
+        if (value.unsigned_abs() as f64) < SECONDS_MS_THRESHOLD {
+            Timestamp(value.saturating_mul(1000))
+        } else {
+            Timestamp(value)
+        }
+    }
+
+    /// Non-finite values (`1e400` parses as infinity) become out of range.
     fn from_f64(value: f64) -> Option<Self> {
         if !value.is_finite() {
-            return None;
+            return Some(Timestamp(i64::MAX));
         }
         let ms = if value.abs() < SECONDS_MS_THRESHOLD {
             value * 1000.0
@@ -336,32 +336,6 @@ impl Timestamp {
         };
         // Out-of-range values saturate and are refused by the time bounds.
         Some(Timestamp(ms.floor() as i64))
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TimeVisitor;
-        impl<'de> Visitor<'de> for TimeVisitor {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an epoch timestamp number")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(if (v.unsigned_abs() as f64) < SECONDS_MS_THRESHOLD {
-                    Timestamp(v.saturating_mul(1000))
-                } else {
-                    Timestamp(v)
-                })
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Timestamp::from_f64(v).ok_or_else(|| E::custom("timestamp is not finite"))
-            }
-        }
-        deserializer.deserialize_any(TimeVisitor)
     }
 }
 

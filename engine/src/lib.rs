@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod json_scan;
 pub mod live;
 pub mod metrics;
 pub mod output;

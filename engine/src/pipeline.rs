@@ -194,11 +194,17 @@ impl Pipeline {
 
     fn advance(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
         let before = out.len();
-        let started = Instant::now();
+        // Read the clock only when a window boundary is crossed.
+        let started = self
+            .aggregator
+            .crosses_boundary(watermark_ms)
+            .then(Instant::now);
         self.aggregator.advance(watermark_ms, out);
         if out.len() > before {
             self.totals.windows += (out.len() - before) as u64;
-            self.close_started.get_or_insert(started);
+            if let Some(started) = started {
+                self.close_started.get_or_insert(started);
+            }
         }
     }
 

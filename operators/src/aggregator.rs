@@ -128,18 +128,33 @@ impl WindowAggregator {
         Ok(())
     }
 
+    /// True when moving the watermark to `watermark_ms` crosses a pane
+    /// boundary, the only moments a window can close.
+    #[inline]
+    pub fn crosses_boundary(&self, watermark_ms: EventTimeMs) -> bool {
+        match self.closed_through_ms {
+            Some(closed) => {
+                watermark_ms > closed
+                    && bucket_start(watermark_ms, self.pane_ms)
+                        != bucket_start(closed, self.pane_ms)
+            }
+            None => true,
+        }
+    }
+
     /// The watermark moved to `watermark_ms`: emit every window with data whose
     /// end is at or before it, in end order, then free panes no window needs.
     pub fn advance(&mut self, watermark_ms: EventTimeMs, out: &mut Vec<WindowResult>) {
-        if let Some(closed) = self.closed_through_ms {
-            if watermark_ms <= closed {
-                return;
-            }
-            // Window ends are pane boundaries: none crossed, nothing to close.
-            if bucket_start(watermark_ms, self.pane_ms) == bucket_start(closed, self.pane_ms) {
-                self.closed_through_ms = Some(watermark_ms);
-                return;
-            }
+        if self
+            .closed_through_ms
+            .is_some_and(|closed| watermark_ms <= closed)
+        {
+            return;
+        }
+        // Window ends are pane boundaries: none crossed, nothing to close.
+        if !self.crosses_boundary(watermark_ms) {
+            self.closed_through_ms = Some(watermark_ms);
+            return;
         }
         let after = self.closed_through_ms.unwrap_or(i64::MIN);
         for (end_ms, window) in self.due_windows(after, watermark_ms) {

@@ -115,6 +115,20 @@ impl Device {
     /// Classify a user agent. Mobile tokens are checked first because mobile
     /// agents also name desktop systems ("like Mac OS X", "Linux; Android").
     pub fn from_user_agent(agent: &str) -> Self {
+        // Fast path: the platform token right after the first parenthesis.
+        if let Some((_, platform)) = agent.split_once('(') {
+            for (token, device) in [
+                ("Windows", Device::Windows),
+                ("Macintosh", Device::Mac),
+                ("iPhone", Device::Iphone),
+                ("iPad", Device::Ipad),
+                ("X11", Device::Linux),
+            ] {
+                if platform.starts_with(token) {
+                    return device;
+                }
+            }
+        }
         if agent.is_empty() {
             Device::Unknown
         } else if agent.contains("iPhone") {
@@ -157,6 +171,18 @@ const STATE_CODES: [&str; 51] = [
     "WI", "WV", "WY",
 ];
 
+/// Index of every two-letter code `AA..ZZ` in `STATE_CODES` (or unknown).
+const STATE_BY_LETTERS: [u8; 26 * 26] = {
+    let mut table = [STATE_CODES.len() as u8; 26 * 26];
+    let mut i = 0;
+    while i < STATE_CODES.len() {
+        let code = STATE_CODES[i].as_bytes();
+        table[(code[0] - b'A') as usize * 26 + (code[1] - b'A') as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A US state (or DC) by two-letter code, or unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UsState(u8);
@@ -175,15 +201,14 @@ impl UsState {
 
     /// A two-letter code (any case); anything else is unknown.
     pub fn from_code(code: &str) -> Self {
-        let code = code.trim();
-        if code.len() != 2 {
+        let &[a, b] = code.trim().as_bytes() else {
+            return UsState::UNKNOWN;
+        };
+        let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+        if !a.is_ascii_uppercase() || !b.is_ascii_uppercase() {
             return UsState::UNKNOWN;
         }
-        let upper = code.to_ascii_uppercase();
-        match STATE_CODES.binary_search(&upper.as_str()) {
-            Ok(index) => UsState(index as u8),
-            Err(_) => UsState::UNKNOWN,
-        }
+        UsState(STATE_BY_LETTERS[(a - b'A') as usize * 26 + (b - b'A') as usize])
     }
 
     /// The state of an EventSim location, `"City, ST"` or `"City, ST-ST"`
