@@ -1,0 +1,223 @@
+//! The bad-input corpus: replay never stops on bad lines, counts each one,
+//! keeps each one verbatim with `--rejects`, and the good lines around them
+//! give exactly the windows they give alone.
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Bad lines, each with the reason it must be refused for.
+fn corpus(good: &[&[u8]]) -> Vec<(Vec<u8>, &'static str)> {
+    let sample = good[10];
+    let text = std::str::from_utf8(sample).unwrap();
+    let with_ts = |ts: &str| {
+        let v: Value = serde_json::from_str(text).unwrap();
+        text.replacen(&format!("\"ts\":{}", v["ts"]), &format!("\"ts\":{ts}"), 1)
+            .into_bytes()
+    };
+    let mut invalid_utf8 = sample.to_vec();
+    let at = invalid_utf8
+        .windows(7)
+        .position(|w| w == b"\"song\":")
+        .unwrap()
+        + 9;
+    invalid_utf8[at] = 0xff;
+    // Deterministic binary garbage without newlines.
+    let mut state: u32 = 0x9e37_79b9;
+    let garbage: Vec<u8> = (0..300)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as u8) | 0x80
+        })
+        .collect();
+    let mut huge =
+        b"{\"ts\":1513720872284,\"userId\":\"1\",\"page\":\"NextSong\",\"song\":\"".to_vec();
+    huge.resize(10 << 20, b'a');
+    huge.extend_from_slice(b"\"}");
+    vec![
+        (sample[..sample.len() / 2].to_vec(), "invalid_json"),
+        (with_ts("\"yesterday\""), "wrong_type"),
+        (
+            text.replacen("\"userId\":\"", "\"userId\":[\"", 1)
+                .replacen("\",\"sessionId\"", "\"],\"sessionId\"", 1)
+                .into_bytes(),
+            "wrong_type",
+        ),
+        (b"[1,2,3]".to_vec(), "wrong_type"),
+        (invalid_utf8, "invalid_utf8"),
+        (garbage, "invalid_utf8"),
+        (b"\x00\x01\x02 not json".to_vec(), "invalid_json"),
+        (huge, "line_too_long"),
+        (Vec::new(), "empty_line"),
+        (b"   \t ".to_vec(), "empty_line"),
+        (with_ts("99999999999999"), "timestamp_out_of_range"),
+        (with_ts("4102444800000"), "timestamp_out_of_range"),
+        (with_ts("-1000"), "timestamp_out_of_range"),
+        (
+            text.replacen("\"userId\":\"", "\"userId\":\"\",\"x\":\"", 1)
+                .into_bytes(),
+            "missing_user",
+        ),
+        (
+            text.replacen("\"song\":", "\"song\":null,\"s\":", 1)
+                .into_bytes(),
+            "missing_song",
+        ),
+        (
+            b"{\"userId\":\"5\",\"page\":\"NextSong\",\"song\":\"s\"}".to_vec(),
+            "missing_timestamp",
+        ),
+    ]
+}
+
+fn write_lines(path: &Path, lines: &[&[u8]]) {
+    let mut all = Vec::new();
+    for line in lines {
+        all.extend_from_slice(line);
+        all.push(b'\n');
+    }
+    std::fs::write(path, all).unwrap();
+}
+
+#[test]
+fn bad_lines_are_counted_kept_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(common::eventsim_file(dir.path())).unwrap();
+    let good: Vec<&[u8]> = source
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(3_000)
+        .collect();
+    let bad = corpus(&good);
+
+    // Interleave: one bad line after every 150 good ones.
+    let mut mixed: Vec<&[u8]> = Vec::new();
+    let mut bad_in_order: Vec<&[u8]> = Vec::new();
+    let mut bad_iter = bad.iter();
+    for (i, line) in good.iter().enumerate() {
+        mixed.push(line);
+        if i % 150 == 75 {
+            if let Some((b, _)) = bad_iter.next() {
+                mixed.push(b);
+                bad_in_order.push(b);
+            }
+        }
+    }
+    assert_eq!(bad_in_order.len(), bad.len(), "every bad line was placed");
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_input = clean_dir.path().join("clean.jsonl");
+    write_lines(&clean_input, &good);
+    let (clean_windows, clean_summary) = common::replay(&clean_input, clean_dir.path(), &[]);
+
+    let mixed_input = dir.path().join("mixed.jsonl");
+    write_lines(&mixed_input, &mixed);
+    let rejects = dir.path().join("rejects.jsonl");
+    let (windows, summary) = common::replay(
+        &mixed_input,
+        dir.path(),
+        &["--rejects", rejects.to_str().unwrap()],
+    );
+
+    assert_eq!(
+        windows, clean_windows,
+        "good lines give the same windows with or without bad ones around"
+    );
+    assert_eq!(summary["streams"], clean_summary["streams"]);
+    assert_eq!(summary["rejected"], bad.len() as u64, "{summary}");
+    let mut expected_reasons = serde_json::Map::new();
+    for (_, reason) in &bad {
+        let n = expected_reasons
+            .get(*reason)
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        expected_reasons.insert(reason.to_string(), Value::from(n + 1));
+    }
+    assert_eq!(
+        summary["rejected_by_reason"],
+        Value::Object(expected_reasons)
+    );
+
+    let mut expected_rejects = Vec::new();
+    for line in &bad_in_order {
+        expected_rejects.extend_from_slice(line);
+        expected_rejects.push(b'\n');
+    }
+    let kept = std::fs::read(&rejects).unwrap();
+    assert!(
+        kept == expected_rejects,
+        "the rejects file holds every bad line verbatim, in order ({} vs {} bytes)",
+        kept.len(),
+        expected_rejects.len()
+    );
+}
+
+#[test]
+fn late_events_are_counted_and_kept_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("late.jsonl");
+    let line = |ts: i64, user: &str| {
+        format!("{{\"ts\":{ts},\"userId\":\"{user}\",\"page\":\"NextSong\",\"artist\":\"A\",\"song\":\"s\"}}")
+    };
+    let base = 1_700_000_040_000;
+    let late = line(base + 1_000, "late");
+    let lines = [
+        line(base, "a"),
+        line(base + 120_000, "b"),
+        late.clone(),
+        line(base + 121_000, "c"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let (windows, summary) = common::replay(
+        &input,
+        dir.path(),
+        &["--rejects", rejects.to_str().unwrap()],
+    );
+    assert_eq!(summary["late"], 1);
+    assert_eq!(summary["streams"], 3);
+    assert_eq!(std::fs::read_to_string(&rejects).unwrap(), late + "\n");
+    let first = &windows[0];
+    assert_eq!(
+        (first["window"].as_str(), first["streams"].as_u64()),
+        (Some("tumbling"), Some(1))
+    );
+}
+
+#[test]
+fn missing_input_is_a_clear_error_not_a_crash() {
+    let output = common::downbeat()
+        .args(["replay", "--input", "/nonexistent/file.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/file.jsonl"), "{stderr}");
+}
+
+#[test]
+fn bad_config_is_refused_before_reading_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[windows]\ntop_k = 0\n").unwrap();
+    let output = common::downbeat()
+        .args(["replay", "--input", "/nonexistent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("windows.top_k"), "{stderr}");
+    std::fs::write(&config, "[windows]\nunknown_knob = 1\n").unwrap();
+    let output = common::downbeat()
+        .args(["replay", "--input", "-", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown_knob"));
+}
