@@ -236,9 +236,7 @@ impl Pipeline {
 
     /// End of input: emit every remaining window.
     pub fn finish(&mut self, out: &mut Vec<WindowResult>) {
-        let before = out.len();
-        self.aggregator.flush(out);
-        self.totals.windows += (out.len() - before) as u64;
+        self.advance(i64::MAX, out);
         if let Some(writer) = self.rejects.as_mut() {
             if let Err(error) = writer.flush() {
                 tracing::error!(%error, "cannot flush the rejects file");

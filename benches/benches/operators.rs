@@ -1,0 +1,129 @@
+//! Criterion micro-benchmarks, one per stage, reported per event.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use downbeat::decode::{decode, Decoded, TimeBounds};
+use downbeat::json_scan::scan_object;
+use downbeat_operators::{
+    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, SongCatalog, SongId, Stream,
+    WindowAggregator,
+};
+
+const LINES: usize = 10_000;
+const START_MS: i64 = 1_700_000_000_000;
+
+fn lines() -> Vec<Vec<u8>> {
+    downbeat_benches::eventsim_lines(LINES, START_MS, 1.0, 7)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let lines = lines();
+    let bounds = TimeBounds::until(START_MS + 86_400_000, 0);
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(LINES as u64));
+    group.bench_function("json_scan", |b| {
+        b.iter(|| {
+            let mut fields = 0usize;
+            for line in &lines {
+                let text = std::str::from_utf8(line).unwrap();
+                scan_object(text, |_, _| fields += 1).unwrap();
+            }
+            fields
+        })
+    });
+    group.bench_function("decode_listen", |b| {
+        b.iter(|| {
+            lines
+                .iter()
+                .filter(|line| matches!(decode(line, bounds), Decoded::Stream(_)))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+fn streams(agg: &mut WindowAggregator, count: usize) -> Vec<Stream> {
+    (0..count)
+        .map(|i| Stream {
+            time_ms: START_MS + i as i64,
+            user_hash: user_hash(&(i % 5_000).to_le_bytes()),
+            song: agg.intern("artist", &format!("song {}", (i * 7919) % 20_000)),
+            dims: Dimensions::default(),
+            duration_ms: Some(200_000),
+        })
+        .collect()
+}
+
+fn bench_aggregate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("aggregate");
+    const EVENTS: usize = 100_000;
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("insert_and_advance", |b| {
+        b.iter_batched(
+            || {
+                let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+                let events = streams(&mut agg, EVENTS);
+                (agg, events)
+            },
+            |(mut agg, events)| {
+                let mut out = Vec::new();
+                for e in events {
+                    agg.insert(e).unwrap();
+                    agg.advance(e.time_ms - 10_000, &mut out);
+                }
+                out.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("intern_existing", |b| {
+        let mut catalog = SongCatalog::new();
+        let names: Vec<String> = (0..20_000).map(|i| format!("song {i}")).collect();
+        for name in &names {
+            catalog.intern("artist", name);
+        }
+        b.iter(|| {
+            names
+                .iter()
+                .take(EVENTS.min(names.len()))
+                .map(|n| catalog.intern("artist", n).0 as u64)
+                .sum::<u64>()
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("distinct_users");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("insert_sketch", |b| {
+        b.iter(|| {
+            let mut users = DistinctUsers::default();
+            for i in 0..EVENTS as u64 {
+                users.insert(user_hash(&i.to_le_bytes()));
+            }
+            users.count()
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("top_k");
+    let mut catalog = SongCatalog::new();
+    let counts: Vec<(SongId, u64)> = (0..20_000u64)
+        .map(|i| {
+            (
+                catalog.intern("artist", &format!("song {i}")),
+                (i * 7919) % 1_000,
+            )
+        })
+        .collect();
+    group.throughput(Throughput::Elements(counts.len() as u64));
+    group.bench_function("top_10_of_20k_songs", |b| {
+        b.iter(|| top_k(counts.iter().copied(), 10, &catalog).len())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_aggregate);
+criterion_main!(benches);
