@@ -116,6 +116,9 @@ pub struct InputConfig {
     pub max_line_bytes: usize,
     /// Events further ahead of the wall clock are refused (default 1 day).
     pub max_future_ms: u64,
+    /// `replay` decodes on this many threads; 0 (default) means one per core,
+    /// 1 decodes inline on the pipeline thread.
+    pub decode_threads: usize,
 }
 
 impl Default for InputConfig {
@@ -123,6 +126,7 @@ impl Default for InputConfig {
         Self {
             max_line_bytes: 1 << 20,
             max_future_ms: 86_400_000,
+            decode_threads: 0,
         }
     }
 }
@@ -240,6 +244,12 @@ impl Config {
             return Err(invalid(
                 "input.max_line_bytes",
                 "must be between 1024 and 1073741824",
+            ));
+        }
+        if self.input.decode_threads > 64 {
+            return Err(invalid(
+                "input.decode_threads",
+                "must be at most 64 (0 = one per core)",
             ));
         }
         if self.input.max_future_ms > 365 * 86_400_000 {

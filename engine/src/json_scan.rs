@@ -6,11 +6,18 @@
 //! walks the object once, hands each key and value to the caller, and
 //! validates everything it skips (nested values included) so invalid JSON is
 //! still refused as invalid.
+//!
+//! Strings are scanned 16 bytes at a time (SSE2 on x86_64, 8-byte SWAR
+//! elsewhere) for the bytes that end a plain run: quote, backslash and
+//! control characters. Numbers are parsed in the same pass that validates
+//! them; only long or out-of-range ones go through `str::parse`.
 
 use std::borrow::Cow;
 
-/// Nesting deeper than this is refused (as serde_json does at 128).
-const MAX_DEPTH: usize = 128;
+/// Containers nested deeper than this (the top-level object included) are
+/// refused, as serde_json refuses them: its limit of 128 counts down to zero,
+/// so the 128th level is already an error.
+const MAX_DEPTH: usize = 127;
 
 /// Why a line could not be scanned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +45,19 @@ pub enum Scalar<'a> {
 
 /// Scan `text` as one JSON object, calling `on_field(key, value)` for each
 /// member in order. Keys with escapes are passed unescaped.
+///
+/// ```
+/// use downbeat::json_scan::{scan_object, Scalar, ScanError};
+///
+/// let mut seen = Vec::new();
+/// scan_object(r#"{"ts":1700000000000,"song":"Hey \"Jude\""}"#, |key, value| {
+///     seen.push((String::from_utf8_lossy(key).into_owned(), value));
+/// })
+/// .unwrap();
+/// assert_eq!(seen[0].1, Scalar::Int(1_700_000_000_000));
+/// assert_eq!(seen[1].1, Scalar::Str("Hey \"Jude\"".into()));
+/// assert_eq!(scan_object("[1]", |_, _| {}), Err(ScanError::NotAnObject));
+/// ```
 pub fn scan_object<'a>(
     text: &'a str,
     mut on_field: impl FnMut(&[u8], Scalar<'a>),
@@ -64,16 +84,18 @@ pub fn scan_object<'a>(
         s.pos += 1;
     } else {
         loop {
-            s.skip_ws();
+            if s.peek() != Some(b'"') {
+                return Err(ScanError::Syntax);
+            }
             let key = s.string()?;
             s.skip_ws();
             s.expect(b':')?;
             s.skip_ws();
-            let value = s.scalar()?;
+            let value = s.scalar(1)?;
             on_field(key.as_bytes(), value);
             s.skip_ws();
             match s.next() {
-                Some(b',') => continue,
+                Some(b',') => s.skip_ws(),
                 Some(b'}') => break,
                 _ => return Err(ScanError::Syntax),
             }
@@ -100,34 +122,119 @@ const SPECIAL: [bool; 256] = {
     table
 };
 
-/// Index of the first quote, backslash or control byte. Most strings in a
-/// listen event are short, so a table loop beats a SIMD call for the first
-/// bytes; long strings (user agents) switch to SIMD.
+/// Index of the first quote, backslash or control byte at or after `from`,
+/// one byte at a time (the reference for the block versions).
 #[inline]
-fn find_string_end(bytes: &[u8]) -> Option<usize> {
-    const SHORT: usize = 24;
-    let head = &bytes[..bytes.len().min(SHORT)];
-    if let Some(i) = head.iter().position(|&b| SPECIAL[b as usize]) {
-        return Some(i);
-    }
-    if bytes.len() <= SHORT {
-        return None;
-    }
-    let rest = &bytes[SHORT..];
-    let candidate = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-    let end = match rest[..candidate].iter().position(|&b| b < 0x20) {
-        Some(control) => control,
-        None if candidate < rest.len() => candidate,
-        None => return None,
-    };
-    Some(SHORT + end)
+fn find_special_bytewise(bytes: &[u8], from: usize) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .iter()
+        .position(|&b| SPECIAL[b as usize])
+        .map(|i| from + i)
 }
 
-/// True if `run` holds a byte JSON forbids unescaped in strings.
+/// Index of the first quote, backslash or control byte at or after `from`
+/// (`from <= bytes.len()`), eight bytes at a time in a `u64`.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline]
-fn has_control(run: &[u8]) -> bool {
-    run.iter().fold(false, |found, &b| found | (b < 0x20))
+fn find_special_swar(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    /// High bit of each byte set exactly where that byte of `x` is zero.
+    #[inline(always)]
+    fn zero_bytes(x: u64) -> u64 {
+        !(((x & LOW7) + LOW7) | x | LOW7)
+    }
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let hits = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | zero_bytes(word & (ONES * 0xe0));
+        if hits != 0 {
+            return Some(i + hits.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    find_special_bytewise(bytes, i)
 }
+
+/// Index of the first quote, backslash or control byte at or after `from`
+/// (`from <= bytes.len()`), sixteen bytes at a time with SSE2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128, _mm_subs_epu8,
+    };
+    /// Bit `k` set where byte `k` of the 16 at `at` is special.
+    #[inline(always)]
+    fn mask_at(bytes: &[u8], at: usize) -> u32 {
+        let block = &bytes[at..at + 16];
+        // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are
+        // always available; `block` holds exactly the 16 bytes the unaligned
+        // load reads.
+        unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // `v - 0x1f` saturates to zero exactly for bytes below 0x20.
+            let control =
+                _mm_cmpeq_epi8(_mm_subs_epu8(v, _mm_set1_epi8(0x1f)), _mm_setzero_si128());
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        }
+    }
+    let len = bytes.len();
+    if len < 16 {
+        return find_special_bytewise(bytes, from);
+    }
+    let mut i = from;
+    while i + 16 <= len {
+        let mask = mask_at(bytes, i);
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    if i < len {
+        // Re-read the last 16 bytes and drop those already looked at.
+        let last = len - 16;
+        let mask = mask_at(bytes, last) >> (i - last);
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
+        }
+    }
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
+    find_special_swar(bytes, from)
+}
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Value of an ASCII hex digit, or 0xff.
+const HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ b'0'..=b'9' => c - b'0',
+            c @ b'a'..=b'f' => c - b'a' + 10,
+            c @ b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        b += 1;
+    }
+    table
+};
 
 struct Scanner<'a> {
     text: &'a str,
@@ -136,19 +243,19 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         let b = self.peek();
         self.pos += 1;
         b
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Result<(), ScanError> {
         if self.next() == Some(byte) {
             Ok(())
@@ -157,83 +264,104 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
         }
     }
 
-    fn scalar(&mut self) -> Result<Scalar<'a>, ScanError> {
+    /// `text[start..end]` where both ends sit next to ASCII delimiters.
+    #[inline(always)]
+    fn slice(&self, start: usize, end: usize) -> &'a str {
+        debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
+        debug_assert!(start <= end && end <= self.text.len());
+        // SAFETY: every caller passes `start` right after an ASCII byte (an
+        // opening quote or an escape sequence) and `end` at an ASCII byte (a
+        // closing quote or a backslash) of `text`, both within `text`. An
+        // ASCII byte is never part of a multi-byte UTF-8 sequence, so both
+        // are char boundaries of the valid UTF-8 `text`.
+        unsafe { self.text.get_unchecked(start..end) }
+    }
+
+    /// A value inside a container `depth` levels deep.
+    #[inline(always)]
+    fn scalar(&mut self, depth: usize) -> Result<Scalar<'a>, ScanError> {
         match self.peek() {
             Some(b'"') => Ok(Scalar::Str(self.string()?)),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(b'n') => self.literal(b"null").map(|()| Scalar::Null),
-            Some(b't') => self.literal(b"true").map(|()| Scalar::Other),
-            Some(b'f') => self.literal(b"false").map(|()| Scalar::Other),
-            Some(b'{' | b'[') => self.skip_value(0).map(|()| Scalar::Other),
+            Some(b'n') => self.literal(b"null", Scalar::Null),
+            Some(b't') => self.literal(b"true", Scalar::Other),
+            Some(b'f') => self.literal(b"false", Scalar::Other),
+            Some(b'{' | b'[') => self.skip_value(depth).map(|()| Scalar::Other),
             _ => Err(ScanError::Syntax),
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
+    #[inline]
+    fn literal(&mut self, word: &[u8], value: Scalar<'a>) -> Result<Scalar<'a>, ScanError> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
-            Ok(())
+            Ok(value)
         } else {
             Err(ScanError::Syntax)
         }
     }
 
-    /// A string at `pos` (which holds the opening quote).
-    #[inline]
+    /// A string at `pos`, which holds the opening quote.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
-        if self.peek() != Some(b'"') {
-            return Err(ScanError::Syntax);
-        }
         let start = self.pos + 1;
-        let end = find_string_end(&self.bytes[start..]).ok_or(ScanError::Syntax)? + start;
-        if self.bytes[end] < 0x20 {
-            return Err(ScanError::Syntax);
+        let end = find_special(self.bytes, start).ok_or(ScanError::Syntax)?;
+        match self.bytes[end] {
+            b'"' => {
+                self.pos = end + 1;
+                Ok(Cow::Borrowed(self.slice(start, end)))
+            }
+            b'\\' => self.escaped_string(start, end),
+            _ => Err(ScanError::Syntax),
         }
-        if self.bytes[end] == b'\\' {
-            return self.escaped_string(start, end);
-        }
-        self.pos = end + 1;
-        Ok(Cow::Borrowed(&self.text[start..end]))
     }
 
-    /// The slow path: the string has escapes from `escape` on.
-    fn escaped_string(&mut self, start: usize, mut i: usize) -> Result<Cow<'a, str>, ScanError> {
+    /// The slow path: the string opened before `start` has its first escape
+    /// at `first`. Finds the closing quote (refusing controls), then
+    /// unescapes into a string of the right capacity.
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, first: usize) -> Result<Cow<'a, str>, ScanError> {
         let bytes = self.bytes;
-        let mut out = String::with_capacity(i - start + 16);
-        out.push_str(&self.text[start..i]);
+        let mut backslash = first;
+        let end = loop {
+            // Skip the backslash and the byte it escapes (checked below).
+            let from = backslash + 2;
+            if from > bytes.len() {
+                return Err(ScanError::Syntax);
+            }
+            let at = find_special(bytes, from).ok_or(ScanError::Syntax)?;
+            match bytes[at] {
+                b'"' => break at,
+                b'\\' => backslash = at,
+                _ => return Err(ScanError::Syntax),
+            }
+        };
+        // Unescaping never lengthens: `\n` -> 1 byte, `\uXXXX` -> at most 3,
+        // a surrogate pair (12 bytes) -> 4.
+        let mut out = String::with_capacity(end - start);
+        let mut run = start;
+        let mut backslash = first;
         loop {
-            match bytes.get(i) {
-                Some(b'"') => {
-                    self.pos = i + 1;
-                    return Ok(Cow::Owned(out));
-                }
-                Some(b'\\') => {
-                    let (ch, next) = self.escape(i + 1)?;
-                    out.push(ch);
-                    i = next;
-                }
-                Some(&b) if b < 0x20 => return Err(ScanError::Syntax),
-                Some(_) => {
-                    // Copy the run up to the next quote or backslash (both
-                    // ASCII, so the cut is on a UTF-8 boundary).
-                    let run_end =
-                        memchr::memchr2(b'"', b'\\', &bytes[i..]).map_or(bytes.len(), |p| i + p);
-                    if has_control(&bytes[i..run_end]) {
-                        return Err(ScanError::Syntax);
-                    }
-                    out.push_str(&self.text[i..run_end]);
-                    i = run_end;
-                }
-                None => return Err(ScanError::Syntax),
+            out.push_str(self.slice(run, backslash));
+            let (ch, next) = self.escape(backslash + 1)?;
+            out.push(ch);
+            // An escape holds no quote, so `next <= end`.
+            run = next;
+            match memchr::memchr(b'\\', &bytes[run..end]) {
+                Some(offset) => backslash = run + offset,
+                None => break,
             }
         }
+        out.push_str(self.slice(run, end));
+        self.pos = end + 1;
+        Ok(Cow::Owned(out))
     }
 
     /// One escape sequence after the backslash at `i - 1`: the character and
@@ -256,11 +384,10 @@ impl<'a> Scanner<'a> {
 
     fn hex4(&self, i: usize) -> Result<u32, ScanError> {
         let digits = self.bytes.get(i..i + 4).ok_or(ScanError::Syntax)?;
-        let text = std::str::from_utf8(digits).map_err(|_| ScanError::Syntax)?;
-        if !digits.iter().all(u8::is_ascii_hexdigit) {
-            return Err(ScanError::Syntax);
-        }
-        u32::from_str_radix(text, 16).map_err(|_| ScanError::Syntax)
+        digits.iter().try_fold(0, |acc, &b| match HEX[b as usize] {
+            0xff => Err(ScanError::Syntax),
+            d => Ok(acc << 4 | u32::from(d)),
+        })
     }
 
     /// `\uXXXX` (with `i` at the first hex digit), combining surrogate pairs;
@@ -285,79 +412,127 @@ impl<'a> Scanner<'a> {
             .ok_or(ScanError::Syntax)
     }
 
-    /// A JSON number: integers that fit in i64 exactly, others as f64.
+    /// A JSON number: integers that fit in i64 exactly, others as the
+    /// nearest f64. Numbers beyond the f64 range are refused, as serde_json
+    /// refuses them.
+    #[inline]
     fn number(&mut self) -> Result<Scalar<'a>, ScanError> {
-        let start = self.pos;
         let bytes = self.bytes;
-        let mut i = start;
-        if bytes.get(i) == Some(&b'-') {
-            i += 1;
-        }
+        let start = self.pos;
+        let negative = bytes[start] == b'-';
+        let mut i = start + usize::from(negative);
+        // Digits are accumulated with wrapping arithmetic; the count of
+        // digits tells below whether the result is exact.
+        let mut mantissa: u64 = 0;
+        let int_start = i;
         match bytes.get(i) {
             Some(b'0') => i += 1,
             Some(b'1'..=b'9') => {
-                while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                while let Some(&b) = bytes.get(i) {
+                    let digit = b.wrapping_sub(b'0');
+                    if digit > 9 {
+                        break;
+                    }
+                    mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
                     i += 1;
                 }
             }
             _ => return Err(ScanError::Syntax),
         }
+        let int_digits = i - int_start;
+        let mut frac_digits = 0;
         let mut integer = true;
         if bytes.get(i) == Some(&b'.') {
             integer = false;
             i += 1;
-            let digits = i;
-            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            let frac_start = i;
+            while let Some(&b) = bytes.get(i) {
+                let digit = b.wrapping_sub(b'0');
+                if digit > 9 {
+                    break;
+                }
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
                 i += 1;
             }
-            if i == digits {
+            frac_digits = i - frac_start;
+            if frac_digits == 0 {
                 return Err(ScanError::Syntax);
             }
         }
+        let mut exponent: i64 = 0;
         if let Some(b'e' | b'E') = bytes.get(i) {
             integer = false;
             i += 1;
+            let exp_negative = bytes.get(i) == Some(&b'-');
             if let Some(b'+' | b'-') = bytes.get(i) {
                 i += 1;
             }
-            let digits = i;
-            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            let exp_start = i;
+            while let Some(&b) = bytes.get(i) {
+                let digit = b.wrapping_sub(b'0');
+                if digit > 9 {
+                    break;
+                }
+                // Saturates far beyond any exponent the fast path takes.
+                exponent = (exponent * 10 + i64::from(digit)).min(1 << 32);
                 i += 1;
             }
-            if i == digits {
+            if i == exp_start {
                 return Err(ScanError::Syntax);
+            }
+            if exp_negative {
+                exponent = -exponent;
             }
         }
         self.pos = i;
-        let text = &self.text[start..i];
         if integer {
-            if let Ok(value) = text.parse::<i64>() {
+            // Up to 18 digits cannot overflow an i64.
+            if int_digits <= 18 {
+                let value = mantissa as i64;
+                return Ok(Scalar::Int(if negative { -value } else { value }));
+            }
+            if let Ok(value) = self.slice(start, i).parse::<i64>() {
                 return Ok(Scalar::Int(value));
             }
+        } else if int_digits + frac_digits <= 19 && mantissa <= 1 << 53 {
+            // Clinger's fast path: the mantissa and the power of ten are both
+            // exact in an f64, so one multiplication or division rounds
+            // correctly.
+            let scale = exponent - frac_digits as i64;
+            if (-22..=22).contains(&scale) {
+                let magnitude = if scale < 0 {
+                    mantissa as f64 / POW10[(-scale) as usize]
+                } else {
+                    mantissa as f64 * POW10[scale as usize]
+                };
+                return Ok(Scalar::Float(if negative { -magnitude } else { magnitude }));
+            }
         }
-        text.parse::<f64>()
-            .map(Scalar::Float)
-            .map_err(|_| ScanError::Syntax)
+        match self.slice(start, i).parse::<f64>() {
+            Ok(value) if value.is_finite() => Ok(Scalar::Float(value)),
+            _ => Err(ScanError::Syntax),
+        }
     }
 
-    /// Skip and validate any value.
+    /// Skip and validate any value, inside `depth` open containers.
     fn skip_value(&mut self, depth: usize) -> Result<(), ScanError> {
-        if depth > MAX_DEPTH {
-            return Err(ScanError::Syntax);
-        }
         match self.peek() {
-            Some(b'{') => {
+            Some(open @ (b'{' | b'[')) => {
+                if depth >= MAX_DEPTH {
+                    return Err(ScanError::Syntax);
+                }
                 self.pos += 1;
-                self.skip_members(depth, b'}', true)
+                if open == b'{' {
+                    self.skip_members(depth + 1, b'}', true)
+                } else {
+                    self.skip_members(depth + 1, b']', false)
+                }
             }
-            Some(b'[') => {
-                self.pos += 1;
-                self.skip_members(depth, b']', false)
-            }
-            _ => self.scalar().map(|_| ()),
+            _ => self.scalar(depth).map(|_| ()),
         }
     }
 
+    /// The members of a container opened just before `pos`, `depth` deep.
     fn skip_members(&mut self, depth: usize, close: u8, keyed: bool) -> Result<(), ScanError> {
         self.skip_ws();
         if self.peek() == Some(close) {
@@ -367,12 +542,15 @@ impl<'a> Scanner<'a> {
         loop {
             self.skip_ws();
             if keyed {
+                if self.peek() != Some(b'"') {
+                    return Err(ScanError::Syntax);
+                }
                 self.string()?;
                 self.skip_ws();
                 self.expect(b':')?;
                 self.skip_ws();
             }
-            self.skip_value(depth + 1)?;
+            self.skip_value(depth)?;
             self.skip_ws();
             match self.next() {
                 Some(b',') => continue,

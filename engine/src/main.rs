@@ -83,6 +83,9 @@ struct ReplayArgs {
     /// Where window results go (`-` = stdout).
     #[arg(long, default_value = "-")]
     output: String,
+    /// Threads that decode input (0 = one per core, 1 = inline).
+    #[arg(long, env = "DOWNBEAT_DECODE_THREADS")]
+    decode_threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -167,7 +170,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let config = args.common.config()?;
+    let mut config = args.common.config()?;
+    if let Some(threads) = args.decode_threads {
+        config.input.decode_threads = threads;
+    }
     config.validate()?;
     let summary = downbeat::replay::replay(&config, &args.input, &args.output)?;
     let line = serde_json::to_string(&summary).context("summary serializes")?;

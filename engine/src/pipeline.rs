@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use downbeat_operators::{AggregatorConfig, Stream, WindowAggregator, WindowError, WindowResult};
+use downbeat_operators::{
+    AggregatorConfig, Dimensions, Stream, WindowAggregator, WindowError, WindowResult,
+};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -47,6 +49,76 @@ pub enum Outcome {
     Rejected(RejectReason),
     /// A stream whose windows were already emitted.
     Late,
+}
+
+/// Input limits for [`parse_line`].
+#[derive(Clone, Copy, Debug)]
+pub struct ParseSettings {
+    /// Acceptable event times.
+    pub bounds: TimeBounds,
+    /// Longer lines are refused.
+    pub max_line_bytes: usize,
+}
+
+/// A decoded stream that owns nothing: its names are ranges of a separate
+/// buffer, so batches of them can cross threads cheaply.
+#[derive(Clone, Copy, Debug)]
+pub struct ParsedStream {
+    time_ms: i64,
+    user_hash: u64,
+    artist: (u32, u32),
+    song: (u32, u32),
+    dims: Dimensions,
+    duration_ms: Option<u32>,
+}
+
+impl ParsedStream {
+    fn names<'n>(&self, names: &'n [u8]) -> (&'n str, &'n str) {
+        let text = |(start, end): (u32, u32)| {
+            // Written by `parse_line` from `&str`s, so always valid UTF-8.
+            std::str::from_utf8(&names[start as usize..end as usize]).unwrap_or_default()
+        };
+        (text(self.artist), text(self.song))
+    }
+}
+
+/// What one line decoded to.
+#[derive(Clone, Copy, Debug)]
+pub enum Parsed {
+    /// A stream to count.
+    Stream(ParsedStream),
+    /// A valid event that is not a play.
+    NotAStream,
+    /// Refused.
+    Rejected(RejectReason),
+}
+
+/// Decode one line; stream names are appended to `names`. Pure and
+/// thread-safe: the expensive half of the pipeline, run in parallel by `replay`.
+#[inline]
+pub fn parse_line(line: &Line<'_>, settings: ParseSettings, names: &mut Vec<u8>) -> Parsed {
+    if line.truncated || line.bytes.len() > settings.max_line_bytes {
+        return Parsed::Rejected(RejectReason::LineTooLong);
+    }
+    match decode(line.bytes, settings.bounds) {
+        Decoded::Stream(listen) => {
+            let mut push = |text: &str| {
+                let start = names.len() as u32;
+                names.extend_from_slice(text.as_bytes());
+                (start, names.len() as u32)
+            };
+            Parsed::Stream(ParsedStream {
+                time_ms: listen.time_ms,
+                user_hash: listen.user.hash(),
+                artist: push(&listen.artist),
+                song: push(&listen.song),
+                dims: listen.dims,
+                duration_ms: listen.duration_ms,
+            })
+        }
+        Decoded::NotAStream => Parsed::NotAStream,
+        Decoded::Rejected(reason) => Parsed::Rejected(reason),
+    }
 }
 
 /// Totals, reported as the replay summary.
@@ -106,6 +178,7 @@ pub struct Pipeline {
     rejects: Option<Box<dyn Write + Send>>,
     log: RateLimitedLog,
     close_started: Option<Instant>,
+    names: Vec<u8>,
 }
 
 impl Pipeline {
@@ -130,15 +203,46 @@ impl Pipeline {
                 suppressed: 0,
             },
             close_started: None,
+            names: Vec::new(),
         })
     }
 
     /// Process one line; closed windows are appended to `out`.
     #[inline]
     pub fn process_line(&mut self, line: Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
+        let mut names = std::mem::take(&mut self.names);
+        names.clear();
+        let parsed = parse_line(&line, self.parse_settings(), &mut names);
+        let outcome = self.apply(parsed, &names, line.bytes, out);
+        self.names = names;
+        outcome
+    }
+
+    /// What [`parse_line`] needs; `Copy`, so decode threads can hold their own.
+    pub fn parse_settings(&self) -> ParseSettings {
+        ParseSettings {
+            bounds: self.bounds,
+            max_line_bytes: self.max_line_bytes,
+        }
+    }
+
+    /// The ordered half of [`Pipeline::process_line`]: count a parsed line
+    /// (whose names are in `names`, raw bytes in `raw`) in input order.
+    #[inline]
+    pub fn apply(
+        &mut self,
+        parsed: Parsed,
+        names: &[u8],
+        raw: &[u8],
+        out: &mut Vec<WindowResult>,
+    ) -> Outcome {
         self.totals.lines += 1;
         self.ingest.event();
-        let outcome = self.classify(&line, out);
+        let outcome = match parsed {
+            Parsed::Stream(stream) => self.count(stream, names, out),
+            Parsed::NotAStream => Outcome::NotAStream,
+            Parsed::Rejected(reason) => Outcome::Rejected(reason),
+        };
         match outcome {
             Outcome::Stream => self.totals.streams += 1,
             Outcome::NotAStream => self.totals.non_stream_events += 1,
@@ -151,36 +255,34 @@ impl Pipeline {
                     .or_insert(0) += 1;
                 self.ingest.rejected(reason);
                 self.log.warn(reason.label(), self.totals.lines);
-                self.keep_rejected(line.bytes);
+                self.keep_rejected(raw);
             }
             Outcome::Late => {
                 self.totals.late += 1;
                 self.ingest.late();
                 self.log.warn("late event", self.totals.lines);
-                self.keep_rejected(line.bytes);
+                self.keep_rejected(raw);
             }
         }
         outcome
     }
 
-    fn classify(&mut self, line: &Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
-        if line.truncated || line.bytes.len() > self.max_line_bytes {
-            return Outcome::Rejected(RejectReason::LineTooLong);
-        }
-        let listen = match decode(line.bytes, self.bounds) {
-            Decoded::Stream(listen) => listen,
-            Decoded::NotAStream => return Outcome::NotAStream,
-            Decoded::Rejected(reason) => return Outcome::Rejected(reason),
-        };
-        if self.aggregator.is_late(listen.time_ms) {
+    fn count(
+        &mut self,
+        parsed: ParsedStream,
+        names: &[u8],
+        out: &mut Vec<WindowResult>,
+    ) -> Outcome {
+        if self.aggregator.is_late(parsed.time_ms) {
             return Outcome::Late;
         }
+        let (artist, song) = parsed.names(names);
         let stream = Stream {
-            time_ms: listen.time_ms,
-            user_hash: listen.user.hash(),
-            song: self.aggregator.intern(&listen.artist, &listen.song),
-            dims: listen.dims,
-            duration_ms: listen.duration_ms,
+            time_ms: parsed.time_ms,
+            user_hash: parsed.user_hash,
+            song: self.aggregator.intern(artist, song),
+            dims: parsed.dims,
+            duration_ms: parsed.duration_ms,
         };
         if self.aggregator.insert(stream).is_err() {
             return Outcome::Late;

@@ -1,20 +1,31 @@
 //! `downbeat replay`: batch mode, as fast as the input can be read.
+//!
+//! With several decode threads the input is cut into chunks of whole lines:
+//! a reader thread fills chunks, decode threads parse them (the expensive,
+//! order-free half), and this thread applies them to the pipeline strictly
+//! in input order, so results are identical to a single-threaded run.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use downbeat_operators::WindowResult;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::output::{now_ms, open_writer, WindowWriter};
-use crate::pipeline::{Pipeline, Totals};
-use crate::source::lines::LineReader;
+use crate::pipeline::{parse_line, ParseSettings, Parsed, Pipeline, Totals};
+use crate::source::lines::{Line, LineReader};
 
 /// Lines are kept whole (for the rejects file) up to this size.
 pub const VERBATIM_LINE_CAP_BYTES: usize = 64 << 20;
+
+/// Input handed to a decode thread at a time.
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// The summary line printed on stderr at the end.
 #[derive(Serialize)]
@@ -26,6 +37,8 @@ pub struct Summary {
     pub elapsed_secs: f64,
     /// Input lines per second.
     pub lines_per_sec: f64,
+    /// Threads that decoded input.
+    pub decode_threads: usize,
 }
 
 /// Errors that stop a replay before or while reading (bad input lines never do).
@@ -58,90 +71,296 @@ pub enum ReplayError {
 /// Replay `input` (`-` = stdin) through the pipeline, writing windows to `output`.
 pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, ReplayError> {
     let started = Instant::now();
-    let (reader, size): (Box<dyn Read>, Option<u64>) = if input == "-" {
-        (Box::new(io::stdin().lock()), None)
+    let input_error = |source| ReplayError::Input {
+        path: input.to_owned(),
+        source,
+    };
+    let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if input == "-" {
+        (Box::new(io::stdin()), None)
     } else {
-        let file = File::open(input).map_err(|source| ReplayError::Input {
-            path: input.to_owned(),
-            source,
-        })?;
+        let file = File::open(input).map_err(input_error)?;
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
     };
-    let out_error = |path: &str| {
+    let output_error = |path: &str| {
         let path = path.to_owned();
         move |source| ReplayError::Output { path, source }
     };
-    let mut windows = WindowWriter::new(open_writer(output).map_err(out_error(output))?);
+    let windows = WindowWriter::new(open_writer(output).map_err(output_error(output))?);
     let rejects = match config.output.rejects.as_deref() {
-        Some(path) => Some(open_writer(path).map_err(out_error(path))?),
+        Some(path) => Some(open_writer(path).map_err(output_error(path))?),
         None => None,
     };
     let metrics = Metrics::new();
-    let mut pipeline = Pipeline::new(config.pipeline()?, &metrics, rejects, now_ms())?;
-    let progress = progress_bar(size);
-    let mut lines = LineReader::new(
-        reader,
-        VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1),
-    );
-    let mut closed = Vec::new();
-    let mut bytes_read: u64 = 0;
-    loop {
-        let line = lines.next_line().map_err(|source| ReplayError::Input {
-            path: input.to_owned(),
-            source,
-        })?;
-        let Some(line) = line else { break };
-        bytes_read += line.bytes.len() as u64 + 1;
-        pipeline.process_line(line, &mut closed);
-        if !closed.is_empty() {
-            write_all(&mut windows, &mut closed).map_err(out_error(output))?;
-        }
-        if let Some(bar) = &progress {
-            if pipeline.totals().lines % 65_536 == 0 {
-                bar.set_position(bytes_read);
-                let rate = pipeline.totals().lines as f64 / started.elapsed().as_secs_f64();
-                bar.set_message(format!("{:.0} events/s", rate));
-            }
-        }
+    let pipeline = Pipeline::new(config.pipeline()?, &metrics, rejects, now_ms())?;
+    let threads = match config.input.decode_threads {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut sink = Sink {
+        pipeline,
+        windows,
+        closed: Vec::new(),
+        progress: Progress::new(size, started),
+    };
+    let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
+    let read = if threads <= 1 {
+        replay_inline(reader, cap, &mut sink)
+    } else {
+        replay_parallel(reader, cap, threads, &mut sink)
+    };
+    match read {
+        Ok(()) => {}
+        Err(Failure::Input(error)) => return Err(input_error(error)),
+        Err(Failure::Output(error)) => return Err(output_error(output)(error)),
     }
-    pipeline.finish(&mut closed);
-    write_all(&mut windows, &mut closed).map_err(out_error(output))?;
-    windows.flush().map_err(out_error(output))?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    sink.pipeline.finish(&mut sink.closed);
+    sink.write_closed().map_err(output_error(output))?;
+    sink.windows.flush().map_err(output_error(output))?;
+    sink.progress.finish();
     let elapsed = started.elapsed();
+    let totals = sink.pipeline.totals().clone();
     Ok(Summary {
-        totals: pipeline.totals().clone(),
+        lines_per_sec: totals.lines as f64 / elapsed.as_secs_f64().max(1e-9),
+        totals,
         elapsed_secs: elapsed.as_secs_f64(),
-        lines_per_sec: pipeline.totals().lines as f64 / elapsed.as_secs_f64().max(1e-9),
+        decode_threads: threads.max(1),
     })
 }
 
-fn write_all(
-    windows: &mut WindowWriter,
-    closed: &mut Vec<downbeat_operators::WindowResult>,
-) -> io::Result<()> {
-    for window in closed.drain(..) {
-        windows.write(&window)?;
+enum Failure {
+    Input(io::Error),
+    Output(io::Error),
+}
+
+/// The ordered end: pipeline, window output, progress.
+struct Sink {
+    pipeline: Pipeline,
+    windows: WindowWriter,
+    closed: Vec<WindowResult>,
+    progress: Progress,
+}
+
+impl Sink {
+    fn write_closed(&mut self) -> io::Result<()> {
+        for window in self.closed.drain(..) {
+            self.windows.write(&window)?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn after_line(&mut self, bytes: usize) -> Result<(), Failure> {
+        if !self.closed.is_empty() {
+            self.write_closed().map_err(Failure::Output)?;
+        }
+        self.progress.advance(bytes, self.pipeline.totals().lines);
+        Ok(())
+    }
+}
+
+fn replay_inline(reader: Box<dyn Read + Send>, cap: usize, sink: &mut Sink) -> Result<(), Failure> {
+    let mut lines = LineReader::new(reader, cap);
+    while let Some(line) = lines.next_line().map_err(Failure::Input)? {
+        let bytes = line.bytes.len() + 1;
+        sink.pipeline.process_line(line, &mut sink.closed);
+        sink.after_line(bytes)?;
     }
     Ok(())
 }
 
-fn progress_bar(size: Option<u64>) -> Option<ProgressBar> {
-    if !io::stderr().is_terminal() {
-        return None;
+/// Where one line sits in its chunk.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+    truncated: bool,
+}
+
+/// Whole lines, copied out of the input.
+struct Chunk {
+    data: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// A chunk with every line parsed; stream names live in `names`.
+struct ParsedChunk {
+    chunk: Chunk,
+    parsed: Vec<Parsed>,
+    names: Vec<u8>,
+}
+
+fn replay_parallel(
+    reader: Box<dyn Read + Send>,
+    cap: usize,
+    threads: usize,
+    sink: &mut Sink,
+) -> Result<(), Failure> {
+    let settings = sink.pipeline.parse_settings();
+    let mut to_workers = Vec::new();
+    let mut from_workers = Vec::new();
+    let mut workers = Vec::new();
+    for index in 0..threads {
+        let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(4);
+        let (parsed_tx, parsed_rx) = sync_channel::<ParsedChunk>(4);
+        to_workers.push(chunk_tx);
+        from_workers.push(parsed_rx);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("decode-{index}"))
+                .spawn(move || decode_chunks(chunk_rx, parsed_tx, settings))
+                .expect("spawning a decode thread"),
+        );
     }
-    let bar = match size {
-        Some(size) => ProgressBar::new(size).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} eta {eta}")
-                .expect("valid template"),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {bytes} {msg}").expect("valid template"),
-        ),
+    let reader_thread = thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || read_chunks(reader, cap, to_workers))
+        .expect("spawning the reader thread");
+
+    // Chunk i went to worker i % threads: receiving round-robin restores input order.
+    let mut result = Ok(());
+    'chunks: for turn in 0.. {
+        let Ok(parsed) = from_workers[turn % threads].recv() else {
+            break;
+        };
+        for (span, line) in parsed.chunk.spans.iter().zip(parsed.parsed) {
+            let raw = &parsed.chunk.data[span.start as usize..span.end as usize];
+            sink.pipeline
+                .apply(line, &parsed.names, raw, &mut sink.closed);
+            if let Err(failure) = sink.after_line(raw.len() + 1) {
+                result = Err(failure);
+                break 'chunks;
+            }
+        }
+    }
+    drop(from_workers);
+    let read = reader_thread.join().expect("reader thread panicked");
+    for worker in workers {
+        worker.join().expect("decode thread panicked");
+    }
+    result?;
+    read.map_err(Failure::Input)
+}
+
+fn read_chunks(
+    reader: Box<dyn Read + Send>,
+    cap: usize,
+    workers: Vec<SyncSender<Chunk>>,
+) -> io::Result<()> {
+    let mut lines = LineReader::new(reader, cap);
+    let mut chunk = Chunk {
+        data: Vec::with_capacity(CHUNK_BYTES + 4096),
+        spans: Vec::with_capacity(4096),
     };
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
+    let mut turn = 0;
+    let send = |chunk: Chunk, turn: &mut usize| -> bool {
+        let sent = workers[*turn % workers.len()].send(chunk).is_ok();
+        *turn += 1;
+        sent
+    };
+    while let Some(line) = lines.next_line()? {
+        let start = chunk.data.len() as u32;
+        chunk.data.extend_from_slice(line.bytes);
+        chunk.spans.push(Span {
+            start,
+            end: chunk.data.len() as u32,
+            truncated: line.truncated,
+        });
+        if chunk.data.len() >= CHUNK_BYTES {
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    data: Vec::with_capacity(CHUNK_BYTES + 4096),
+                    spans: Vec::with_capacity(4096),
+                },
+            );
+            if !send(full, &mut turn) {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.spans.is_empty() {
+        send(chunk, &mut turn);
+    }
+    Ok(())
+}
+
+fn decode_chunks(
+    chunks: Receiver<Chunk>,
+    parsed: SyncSender<ParsedChunk>,
+    settings: ParseSettings,
+) {
+    for chunk in chunks {
+        let mut names = Vec::with_capacity(chunk.spans.len() * 48);
+        let lines = chunk
+            .spans
+            .iter()
+            .map(|span| {
+                let line = Line {
+                    bytes: &chunk.data[span.start as usize..span.end as usize],
+                    truncated: span.truncated,
+                };
+                parse_line(&line, settings, &mut names)
+            })
+            .collect();
+        if parsed
+            .send(ParsedChunk {
+                chunk,
+                parsed: lines,
+                names,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The progress bar (only when stderr is a terminal).
+struct Progress {
+    bar: Option<ProgressBar>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Progress {
+    fn new(size: Option<u64>, started: Instant) -> Self {
+        let bar = io::stderr().is_terminal().then(|| {
+            let bar = match size {
+                Some(size) => ProgressBar::new(size).with_style(
+                    ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} eta {eta}")
+                        .expect("valid template"),
+                ),
+                None => ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template("{spinner} {bytes} {msg}")
+                        .expect("valid template"),
+                ),
+            };
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            started,
+            bytes: 0,
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self, bytes: usize, lines: u64) {
+        self.bytes += bytes as u64;
+        if let Some(bar) = &self.bar {
+            if lines % 65_536 == 0 {
+                bar.set_position(self.bytes);
+                let rate = lines as f64 / self.started.elapsed().as_secs_f64();
+                bar.set_message(format!("{rate:.0} events/s"));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -143,6 +143,21 @@ fn eventsim_breakdowns_add_up_and_match_the_raw_levels() {
     }
 }
 
+#[test]
+fn parallel_decode_gives_the_same_results_as_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::eventsim_file(dir.path());
+    let (inline, inline_summary) = common::replay(&input, dir.path(), &["--decode-threads", "1"]);
+    let (parallel, parallel_summary) =
+        common::replay(&input, dir.path(), &["--decode-threads", "3"]);
+    assert_eq!(inline_summary["decode_threads"], 1);
+    assert_eq!(parallel_summary["decode_threads"], 3);
+    assert_eq!(inline, parallel);
+    for key in ["lines", "streams", "rejected", "late", "windows"] {
+        assert_eq!(inline_summary[key], parallel_summary[key], "{key}");
+    }
+}
+
 fn is_subset(expected: &Value, got: &Value) -> bool {
     match (expected, got) {
         (Value::Object(e), Value::Object(g)) => e
