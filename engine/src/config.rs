@@ -330,6 +330,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_block_is_accepted_and_states_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let block = readme.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+        let config = parse(block).unwrap();
+        config.validate().unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.windows, defaults.windows);
+        assert_eq!(config.input, defaults.input);
+        assert_eq!(config.http, defaults.http);
+        assert_eq!(config.generator, defaults.generator);
+        assert_eq!(config.source.rate_per_sec, defaults.source.rate_per_sec);
+    }
+
+    #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
         Config::default().pipeline().unwrap();

@@ -98,7 +98,11 @@ impl WindowAggregator {
         self.catalog.intern(artist, song)
     }
 
-    /// True when an event at `time_ms` would land in an emitted window.
+    /// True when the pane of an event at `time_ms` has ended at or before the
+    /// last watermark applied. With the default windows (every slide equal to
+    /// the pane) that is exactly "a window holding it was emitted"; with panes
+    /// smaller than every slide it also refuses events behind the watermark
+    /// whose windows are still open: lateness is decided per pane, once.
     #[inline]
     pub fn is_late(&self, time_ms: EventTimeMs) -> bool {
         match self.closed_through_ms {
