@@ -68,46 +68,23 @@ pub fn scan_object<'a>(
         pos: 0,
     };
     s.skip_ws();
-    if s.peek() != Some(b'{') {
-        // Valid JSON of another shape is a type problem, not a syntax one.
-        s.skip_value(0)?;
-        s.skip_ws();
-        return if s.pos == s.bytes.len() {
-            Err(ScanError::NotAnObject)
-        } else {
-            Err(ScanError::Syntax)
-        };
-    }
-    s.pos += 1;
-    s.skip_ws();
-    if s.peek() == Some(b'}') {
+    if s.peek() == Some(b'{') {
         s.pos += 1;
-    } else {
-        loop {
-            if s.peek() != Some(b'"') {
-                return Err(ScanError::Syntax);
-            }
-            let key = s.string()?;
-            s.skip_ws();
-            s.expect(b':')?;
-            s.skip_ws();
-            let value = s.scalar(1)?;
-            on_field(key.as_bytes(), value);
-            s.skip_ws();
-            match s.next() {
-                Some(b',') => s.skip_ws(),
-                Some(b'}') => break,
-                _ => return Err(ScanError::Syntax),
-            }
-        }
+        return s.object(&mut on_field).map_err(|Invalid| ScanError::Syntax);
     }
+    // Valid JSON of another shape is a type problem, not a syntax one.
+    s.skip_value(0).map_err(|Invalid| ScanError::Syntax)?;
     s.skip_ws();
     if s.pos == s.bytes.len() {
-        Ok(())
+        Err(ScanError::NotAnObject)
     } else {
         Err(ScanError::Syntax)
     }
 }
+
+/// Invalid JSON, inside the scanner. Being empty, it adds nothing to the
+/// values returned in registers on the hot path.
+struct Invalid;
 
 /// Bytes that end a run of plain string content: quote, backslash, controls.
 const SPECIAL: [bool; 256] = {
@@ -168,15 +145,18 @@ fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128, _mm_subs_epu8,
     };
-    /// Bit `k` set where byte `k` of the 16 at `at` is special.
+    /// Bit `k` set where byte `k` of the 16 at `block` is special.
+    ///
+    /// # Safety
+    ///
+    /// `block` must point to 16 readable bytes.
     #[inline(always)]
-    fn mask_at(bytes: &[u8], at: usize) -> u32 {
-        let block = &bytes[at..at + 16];
+    unsafe fn mask16(block: *const u8) -> u32 {
         // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are
-        // always available; `block` holds exactly the 16 bytes the unaligned
+        // always available; the caller guarantees the 16 bytes the unaligned
         // load reads.
         unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+            let v = _mm_loadu_si128(block.cast::<__m128i>());
             let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
             // `v - 0x1f` saturates to zero exactly for bytes below 0x20.
@@ -189,9 +169,11 @@ fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
     if len < 16 {
         return find_special_bytewise(bytes, from);
     }
+    let base = bytes.as_ptr();
     let mut i = from;
     while i + 16 <= len {
-        let mask = mask_at(bytes, i);
+        // SAFETY: `i + 16 <= len`, so the block lies within `bytes`.
+        let mask = unsafe { mask16(base.add(i)) };
         if mask != 0 {
             return Some(i + mask.trailing_zeros() as usize);
         }
@@ -200,7 +182,8 @@ fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
     if i < len {
         // Re-read the last 16 bytes and drop those already looked at.
         let last = len - 16;
-        let mask = mask_at(bytes, last) >> (i - last);
+        // SAFETY: `len >= 16`, so `last..len` lies within `bytes`.
+        let mask = unsafe { mask16(base.add(last)) } >> (i - last);
         if mask != 0 {
             return Some(i + mask.trailing_zeros() as usize);
         }
@@ -236,6 +219,57 @@ const HEX: [u8; 256] = {
     table
 };
 
+/// The run of ASCII digits from `i`: where it ends, and `mantissa` with
+/// the digits appended (wrapping on overflow; the caller counts digits).
+/// Eight digits at a time while eight bytes are left.
+#[inline(always)]
+fn digits(bytes: &[u8], mut i: usize, mut mantissa: u64) -> (usize, u64) {
+    const LOW4: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    const HIGH4: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    /// The value of eight digits, the first in the lowest byte; bytes that
+    /// are zero count as leading zeros.
+    #[inline(always)]
+    fn eight(word: u64) -> u64 {
+        let pairs = ((word & LOW4).wrapping_mul(1 + (10 << 8))) >> 8;
+        let quads = ((pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(1 + (100 << 16))) >> 16;
+        ((quads & 0x0000_ffff_0000_ffff).wrapping_mul(1 + (10_000 << 32))) >> 32
+    }
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // A byte is a digit when its high nibble is 3 and adding 6 keeps it
+        // so. A carry out of a non-digit byte can only spoil the bytes after
+        // it, so the lowest flagged byte is exactly the first non-digit.
+        let non_digit = ((word & HIGH4) ^ ZEROS) | ((word.wrapping_add(SIXES) & HIGH4) ^ ZEROS);
+        if non_digit == 0 {
+            mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight(word));
+            i += 8;
+            continue;
+        }
+        let count = non_digit.trailing_zeros() as usize / 8;
+        if count > 0 {
+            // Shift the digits to the top; the zero bytes below them are
+            // leading zeros.
+            let value = eight(word << (64 - 8 * count));
+            mantissa = mantissa.wrapping_mul(POW10_U64[count]).wrapping_add(value);
+        }
+        return (i + count, mantissa);
+    }
+    while let Some(&b) = bytes.get(i) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
+        i += 1;
+    }
+    (i, mantissa)
+}
+
+/// Powers of ten below 10^8, as integers.
+const POW10_U64: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -243,6 +277,40 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
+    /// The members of the top-level object opened before `pos`, up to the
+    /// end of the text.
+    #[inline(always)]
+    fn object(&mut self, on_field: &mut impl FnMut(&[u8], Scalar<'a>)) -> Result<(), Invalid> {
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(Invalid);
+                }
+                let key = self.string()?;
+                self.skip_ws();
+                self.expect(b':')?;
+                self.skip_ws();
+                let value = self.scalar(1)?;
+                on_field(key.as_bytes(), value);
+                self.skip_ws();
+                match self.next() {
+                    Some(b',') => self.skip_ws(),
+                    Some(b'}') => break,
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
@@ -256,11 +324,11 @@ impl<'a> Scanner<'a> {
     }
 
     #[inline(always)]
-    fn expect(&mut self, byte: u8) -> Result<(), ScanError> {
+    fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
         if self.next() == Some(byte) {
             Ok(())
         } else {
-            Err(ScanError::Syntax)
+            Err(Invalid)
         }
     }
 
@@ -286,7 +354,7 @@ impl<'a> Scanner<'a> {
 
     /// A value inside a container `depth` levels deep.
     #[inline(always)]
-    fn scalar(&mut self, depth: usize) -> Result<Scalar<'a>, ScanError> {
+    fn scalar(&mut self, depth: usize) -> Result<Scalar<'a>, Invalid> {
         match self.peek() {
             Some(b'"') => Ok(Scalar::Str(self.string()?)),
             Some(b'-' | b'0'..=b'9') => self.number(),
@@ -294,32 +362,32 @@ impl<'a> Scanner<'a> {
             Some(b't') => self.literal(b"true", Scalar::Other),
             Some(b'f') => self.literal(b"false", Scalar::Other),
             Some(b'{' | b'[') => self.skip_value(depth).map(|()| Scalar::Other),
-            _ => Err(ScanError::Syntax),
+            _ => Err(Invalid),
         }
     }
 
     #[inline]
-    fn literal(&mut self, word: &[u8], value: Scalar<'a>) -> Result<Scalar<'a>, ScanError> {
+    fn literal(&mut self, word: &[u8], value: Scalar<'a>) -> Result<Scalar<'a>, Invalid> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(value)
         } else {
-            Err(ScanError::Syntax)
+            Err(Invalid)
         }
     }
 
     /// A string at `pos`, which holds the opening quote.
     #[inline(always)]
-    fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, Invalid> {
         let start = self.pos + 1;
-        let end = find_special(self.bytes, start).ok_or(ScanError::Syntax)?;
+        let end = find_special(self.bytes, start).ok_or(Invalid)?;
         match self.bytes[end] {
             b'"' => {
                 self.pos = end + 1;
                 Ok(Cow::Borrowed(self.slice(start, end)))
             }
             b'\\' => self.escaped_string(start, end),
-            _ => Err(ScanError::Syntax),
+            _ => Err(Invalid),
         }
     }
 
@@ -327,20 +395,20 @@ impl<'a> Scanner<'a> {
     /// at `first`. Finds the closing quote (refusing controls), then
     /// unescapes into a string of the right capacity.
     #[inline(never)]
-    fn escaped_string(&mut self, start: usize, first: usize) -> Result<Cow<'a, str>, ScanError> {
+    fn escaped_string(&mut self, start: usize, first: usize) -> Result<Cow<'a, str>, Invalid> {
         let bytes = self.bytes;
         let mut backslash = first;
         let end = loop {
             // Skip the backslash and the byte it escapes (checked below).
             let from = backslash + 2;
             if from > bytes.len() {
-                return Err(ScanError::Syntax);
+                return Err(Invalid);
             }
-            let at = find_special(bytes, from).ok_or(ScanError::Syntax)?;
+            let at = find_special(bytes, from).ok_or(Invalid)?;
             match bytes[at] {
                 b'"' => break at,
                 b'\\' => backslash = at,
-                _ => return Err(ScanError::Syntax),
+                _ => return Err(Invalid),
             }
         };
         // Unescaping never lengthens: `\n` -> 1 byte, `\uXXXX` -> at most 3,
@@ -354,9 +422,11 @@ impl<'a> Scanner<'a> {
             out.push(ch);
             // An escape holds no quote, so `next <= end`.
             run = next;
-            match memchr::memchr(b'\\', &bytes[run..end]) {
-                Some(offset) => backslash = run + offset,
-                None => break,
+            // Up to `end` only backslashes remain: controls were refused
+            // above and every quote before `end` is escaped.
+            match find_special(bytes, run) {
+                Some(at) if at < end => backslash = at,
+                _ => break,
             }
         }
         out.push_str(self.slice(run, end));
@@ -366,7 +436,7 @@ impl<'a> Scanner<'a> {
 
     /// One escape sequence after the backslash at `i - 1`: the character and
     /// the index after it.
-    fn escape(&self, i: usize) -> Result<(char, usize), ScanError> {
+    fn escape(&self, i: usize) -> Result<(char, usize), Invalid> {
         let simple = match self.bytes.get(i) {
             Some(b'"') => '"',
             Some(b'\\') => '\\',
@@ -377,91 +447,85 @@ impl<'a> Scanner<'a> {
             Some(b'r') => '\r',
             Some(b't') => '\t',
             Some(b'u') => return self.unicode_escape(i + 1),
-            _ => return Err(ScanError::Syntax),
+            _ => return Err(Invalid),
         };
         Ok((simple, i + 1))
     }
 
-    fn hex4(&self, i: usize) -> Result<u32, ScanError> {
-        let digits = self.bytes.get(i..i + 4).ok_or(ScanError::Syntax)?;
+    fn hex4(&self, i: usize) -> Result<u32, Invalid> {
+        let digits = self.bytes.get(i..i + 4).ok_or(Invalid)?;
         digits.iter().try_fold(0, |acc, &b| match HEX[b as usize] {
-            0xff => Err(ScanError::Syntax),
+            0xff => Err(Invalid),
             d => Ok(acc << 4 | u32::from(d)),
         })
     }
 
     /// `\uXXXX` (with `i` at the first hex digit), combining surrogate pairs;
     /// a lone surrogate is refused, as serde_json refuses it.
-    fn unicode_escape(&self, i: usize) -> Result<(char, usize), ScanError> {
+    fn unicode_escape(&self, i: usize) -> Result<(char, usize), Invalid> {
         let first = self.hex4(i)?;
         if (0xD800..0xDC00).contains(&first) {
             if self.bytes.get(i + 4..i + 6) != Some(b"\\u") {
-                return Err(ScanError::Syntax);
+                return Err(Invalid);
             }
             let second = self.hex4(i + 6)?;
             if !(0xDC00..0xE000).contains(&second) {
-                return Err(ScanError::Syntax);
+                return Err(Invalid);
             }
             let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
-            return char::from_u32(code)
-                .map(|c| (c, i + 10))
-                .ok_or(ScanError::Syntax);
+            return char::from_u32(code).map(|c| (c, i + 10)).ok_or(Invalid);
         }
-        char::from_u32(first)
-            .map(|c| (c, i + 4))
-            .ok_or(ScanError::Syntax)
+        char::from_u32(first).map(|c| (c, i + 4)).ok_or(Invalid)
     }
 
     /// A JSON number: integers that fit in i64 exactly, others as the
     /// nearest f64. Numbers beyond the f64 range are refused, as serde_json
     /// refuses them.
-    #[inline]
-    fn number(&mut self) -> Result<Scalar<'a>, ScanError> {
+    #[inline(always)]
+    fn number(&mut self) -> Result<Scalar<'a>, Invalid> {
         let bytes = self.bytes;
         let start = self.pos;
         let negative = bytes[start] == b'-';
-        let mut i = start + usize::from(negative);
-        // Digits are accumulated with wrapping arithmetic; the count of
-        // digits tells below whether the result is exact.
-        let mut mantissa: u64 = 0;
-        let int_start = i;
-        match bytes.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(&b) = bytes.get(i) {
-                    let digit = b.wrapping_sub(b'0');
-                    if digit > 9 {
-                        break;
-                    }
-                    mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
-                    i += 1;
-                }
-            }
-            _ => return Err(ScanError::Syntax),
+        let int_start = start + usize::from(negative);
+        let (end, mantissa) = digits(bytes, int_start, 0);
+        let int_digits = end - int_start;
+        if int_digits == 0 || (int_digits > 1 && bytes[int_start] == b'0') {
+            return Err(Invalid);
         }
-        let int_digits = i - int_start;
+        if let Some(b'.' | b'e' | b'E') = bytes.get(end) {
+            return self.non_integer(start, end, negative, mantissa, int_digits);
+        }
+        self.pos = end;
+        // Up to 18 digits cannot overflow an i64.
+        if int_digits <= 18 {
+            let value = mantissa as i64;
+            return Ok(Scalar::Int(if negative { -value } else { value }));
+        }
+        self.parse_slow(start, true)
+    }
+
+    /// The rest of a number with a fraction or an exponent, whose integer
+    /// part (`int_digits` digits worth `mantissa`, wrapped) ends at `i`.
+    fn non_integer(
+        &mut self,
+        start: usize,
+        mut i: usize,
+        negative: bool,
+        mut mantissa: u64,
+        int_digits: usize,
+    ) -> Result<Scalar<'a>, Invalid> {
+        let bytes = self.bytes;
         let mut frac_digits = 0;
-        let mut integer = true;
         if bytes.get(i) == Some(&b'.') {
-            integer = false;
-            i += 1;
-            let frac_start = i;
-            while let Some(&b) = bytes.get(i) {
-                let digit = b.wrapping_sub(b'0');
-                if digit > 9 {
-                    break;
-                }
-                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit));
-                i += 1;
-            }
+            let frac_start = i + 1;
+            (i, mantissa) = digits(bytes, frac_start, mantissa);
             frac_digits = i - frac_start;
             if frac_digits == 0 {
-                return Err(ScanError::Syntax);
+                return Err(Invalid);
             }
         }
         let mut exponent: i64 = 0;
         if let Some(b'e' | b'E') = bytes.get(i) {
-            integer = false;
             i += 1;
             let exp_negative = bytes.get(i) == Some(&b'-');
             if let Some(b'+' | b'-') = bytes.get(i) {
@@ -478,23 +542,14 @@ impl<'a> Scanner<'a> {
                 i += 1;
             }
             if i == exp_start {
-                return Err(ScanError::Syntax);
+                return Err(Invalid);
             }
             if exp_negative {
                 exponent = -exponent;
             }
         }
         self.pos = i;
-        if integer {
-            // Up to 18 digits cannot overflow an i64.
-            if int_digits <= 18 {
-                let value = mantissa as i64;
-                return Ok(Scalar::Int(if negative { -value } else { value }));
-            }
-            if let Ok(value) = self.slice(start, i).parse::<i64>() {
-                return Ok(Scalar::Int(value));
-            }
-        } else if int_digits + frac_digits <= 19 && mantissa <= 1 << 53 {
+        if int_digits + frac_digits <= 19 && mantissa <= 1 << 53 {
             // Clinger's fast path: the mantissa and the power of ten are both
             // exact in an f64, so one multiplication or division rounds
             // correctly.
@@ -508,18 +563,30 @@ impl<'a> Scanner<'a> {
                 return Ok(Scalar::Float(if negative { -magnitude } else { magnitude }));
             }
         }
-        match self.slice(start, i).parse::<f64>() {
+        self.parse_slow(start, false)
+    }
+
+    /// The validated number `text[start..pos]` through the standard library.
+    #[cold]
+    fn parse_slow(&self, start: usize, integer: bool) -> Result<Scalar<'a>, Invalid> {
+        let text = self.slice(start, self.pos);
+        if integer {
+            if let Ok(value) = text.parse::<i64>() {
+                return Ok(Scalar::Int(value));
+            }
+        }
+        match text.parse::<f64>() {
             Ok(value) if value.is_finite() => Ok(Scalar::Float(value)),
-            _ => Err(ScanError::Syntax),
+            _ => Err(Invalid),
         }
     }
 
     /// Skip and validate any value, inside `depth` open containers.
-    fn skip_value(&mut self, depth: usize) -> Result<(), ScanError> {
+    fn skip_value(&mut self, depth: usize) -> Result<(), Invalid> {
         match self.peek() {
             Some(open @ (b'{' | b'[')) => {
                 if depth >= MAX_DEPTH {
-                    return Err(ScanError::Syntax);
+                    return Err(Invalid);
                 }
                 self.pos += 1;
                 if open == b'{' {
@@ -533,7 +600,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The members of a container opened just before `pos`, `depth` deep.
-    fn skip_members(&mut self, depth: usize, close: u8, keyed: bool) -> Result<(), ScanError> {
+    fn skip_members(&mut self, depth: usize, close: u8, keyed: bool) -> Result<(), Invalid> {
         self.skip_ws();
         if self.peek() == Some(close) {
             self.pos += 1;
@@ -543,7 +610,7 @@ impl<'a> Scanner<'a> {
             self.skip_ws();
             if keyed {
                 if self.peek() != Some(b'"') {
-                    return Err(ScanError::Syntax);
+                    return Err(Invalid);
                 }
                 self.string()?;
                 self.skip_ws();
@@ -555,7 +622,7 @@ impl<'a> Scanner<'a> {
             match self.next() {
                 Some(b',') => continue,
                 Some(b) if b == close => return Ok(()),
-                _ => return Err(ScanError::Syntax),
+                _ => return Err(Invalid),
             }
         }
     }
@@ -612,6 +679,136 @@ mod tests {
         assert_eq!(fields("\"s\""), Err(ScanError::NotAnObject));
         let deep = "{\"a\":".to_owned() + &"[".repeat(200) + &"]".repeat(200) + "}";
         assert_eq!(fields(&deep), Err(ScanError::Syntax));
+        for bad in [
+            "{\"a\":1e400}",
+            "{\"a\":-1e400}",
+            "{\"a\":1.0e309}",
+            "{\"a\":\"\\udc00\"}",
+            "{\"a\":\"\\ud800\\u0041\"}",
+            "{\"a\":\"\\u00e\"}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\":\"abc\\\"}",
+            "{\"a\":\"abc\\",
+            "{\"a\":\"abc",
+            "{\"a\":\"0123456789abcdef0123\u{1}\"}",
+            "{\"a\":+1}",
+            "{\"a\":.5}",
+            "{\"a\":1e}",
+            "{\"a\":1e+}",
+            "{\"a\":00}",
+            "{\"a\":-01}",
+            "{\"a\":0123456789}",
+            "{\"a\":12345678901234567890x}",
+            "{\"a\" 1}",
+            "{\"a\":1 \"b\":2}",
+            "{,}",
+            "{\"a\":tru}",
+            "{\"a\":nulll}",
+        ] {
+            assert_eq!(fields(bad), Err(ScanError::Syntax), "{bad:?}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(bad).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_numbers_like_the_standard_library() {
+        for (text, expected) in [
+            ("0", Scalar::Int(0)),
+            ("-0", Scalar::Int(0)),
+            ("7", Scalar::Int(7)),
+            ("12345678", Scalar::Int(12_345_678)),
+            ("123456789", Scalar::Int(123_456_789)),
+            ("1795918478834", Scalar::Int(1_795_918_478_834)),
+            ("999999999999999999", Scalar::Int(999_999_999_999_999_999)),
+            ("9223372036854775807", Scalar::Int(i64::MAX)),
+            ("-9223372036854775808", Scalar::Int(i64::MIN)),
+            (
+                "9223372036854775808",
+                Scalar::Float(9_223_372_036_854_775_808.0),
+            ),
+            ("349.90661", Scalar::Float(349.90661)),
+            ("-0.0", Scalar::Float(-0.0)),
+            ("1e-400", Scalar::Float(0.0)),
+            ("1E+2", Scalar::Float(100.0)),
+            ("0.1", Scalar::Float(0.1)),
+            (
+                "123456789012345678901234567890",
+                Scalar::Float(1.2345678901234568e29),
+            ),
+            (
+                "2.2250738585072011e-308",
+                Scalar::Float(2.225_073_858_507_201e-308),
+            ),
+            ("9007199254740993", Scalar::Int(9_007_199_254_740_993)),
+            ("9007199254740993.0", Scalar::Float(9_007_199_254_740_992.0)),
+        ] {
+            for line in [
+                format!("{{\"n\":{text}}}"),
+                format!("{{\"n\":{text},\"z\":1}}"),
+            ] {
+                let got = fields(&line).unwrap();
+                assert_eq!(got[0].1, expected, "{line}");
+                if let Scalar::Float(f) = got[0].1 {
+                    assert_eq!(
+                        f.to_bits(),
+                        text.parse::<f64>().unwrap().to_bits(),
+                        "{line}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// serde_json counts the top-level value as one level and refuses the 128th.
+    #[test]
+    fn depth_limit_matches_serde_json() {
+        for depth in 120..135 {
+            for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
+                let nested = open.repeat(depth) + "1" + &close.repeat(depth);
+                let inside = format!("{{\"a\":{nested}}}");
+                for text in [nested, inside] {
+                    let ours = fields(&text);
+                    match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(serde_json::Value::Object(_)) => assert!(ours.is_ok(), "{depth}"),
+                        Ok(_) => assert_eq!(ours, Err(ScanError::NotAnObject), "{depth}"),
+                        Err(_) => assert_eq!(ours, Err(ScanError::Syntax), "{depth}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strings ending at every offset from the end of the input exercise the
+    /// block scanner's tail handling.
+    #[test]
+    fn strings_near_the_end_of_the_input() {
+        for len in 0..70 {
+            let body: String = "ab\\u00e9é\\\"".repeat(len).chars().take(len).collect();
+            for prefix in ["", "     "] {
+                let line = format!("{prefix}{{\"k\":\"{body}\"}}");
+                let expected = serde_json::from_str::<serde_json::Value>(&line);
+                let got = fields(&line);
+                match expected {
+                    Ok(value) => {
+                        let want = value["k"].as_str().unwrap().to_owned();
+                        assert_eq!(got.unwrap()[0].1, Scalar::Str(want.into()), "{line}");
+                    }
+                    Err(_) => assert_eq!(got, Err(ScanError::Syntax), "{line}"),
+                }
+                for cut in 0..line.len() {
+                    if line.is_char_boundary(cut) {
+                        assert_eq!(fields(&line[..cut]), Err(ScanError::Syntax), "{line} {cut}");
+                    }
+                }
+                let control = line.replacen(&body, &format!("{body}\u{1f}"), 1);
+                if !body.is_empty() {
+                    assert_eq!(fields(&control), Err(ScanError::Syntax), "{control:?}");
+                }
+            }
+        }
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -663,6 +860,204 @@ mod tests {
                 Ok(serde_json::Value::Object(_)) => prop_assert!(ours.is_ok(), "{text:?}: {ours:?}"),
                 Ok(_) => prop_assert_eq!(ours, Err(ScanError::NotAnObject)),
                 Err(_) => prop_assert_eq!(ours, Err(ScanError::Syntax)),
+            }
+        }
+    }
+
+    /// One piece of an EventSim-like string: its JSON spelling and its value.
+    fn string_piece() -> impl Strategy<Value = (String, String)> {
+        prop_oneof![
+            4 => "[ -~&&[^\"\\\\]]{1,20}".prop_map(|s| (s.clone(), s)),
+            2 => any::<char>()
+                .prop_filter("not special", |&c| c >= ' ' && c != '"' && c != '\\')
+                .prop_map(|c| (c.to_string(), c.to_string())),
+            2 => prop::sample::select(vec![
+                ("\\\"", "\""),
+                ("\\\\", "\\"),
+                ("\\/", "/"),
+                ("\\b", "\u{8}"),
+                ("\\f", "\u{c}"),
+                ("\\n", "\n"),
+                ("\\r", "\r"),
+                ("\\t", "\t"),
+            ])
+            .prop_map(|(json, value)| (json.to_owned(), value.to_owned())),
+            2 => (any::<char>(), any::<bool>()).prop_map(|(c, upper)| {
+                let mut units = [0u16; 2];
+                let json: String = c
+                    .encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| if upper { format!("\\u{u:04X}") } else { format!("\\u{u:04x}") })
+                    .collect();
+                (json, c.to_string())
+            }),
+        ]
+    }
+
+    /// A JSON string literal and its value.
+    fn string_value() -> impl Strategy<Value = (String, String)> {
+        prop::collection::vec(string_piece(), 0..8).prop_map(|pieces| {
+            let json = pieces.iter().map(|(j, _)| j.as_str()).collect::<String>();
+            let value = pieces.iter().map(|(_, v)| v.as_str()).collect::<String>();
+            (format!("\"{json}\""), value)
+        })
+    }
+
+    /// A member value: its JSON text and what the scanner should report.
+    fn member_value() -> impl Strategy<Value = (String, Scalar<'static>)> {
+        prop_oneof![
+            4 => string_value().prop_map(|(json, value)| (json, Scalar::Str(value.into()))),
+            2 => any::<i64>().prop_map(|n| (n.to_string(), Scalar::Int(n))),
+            2 => (0i64..1 << 45).prop_map(|n| (n.to_string(), Scalar::Int(n))),
+            2 => (-(1i64 << 50)..1 << 50, 0u32..8).prop_map(|(n, scale)| {
+                let f = n as f64 / 10f64.powi(scale as i32);
+                (format!("{f:?}"), Scalar::Float(f))
+            }),
+            1 => Just(("null".to_owned(), Scalar::Null)),
+            1 => Just(("true".to_owned(), Scalar::Other)),
+            1 => Just(("[1,{\"a\":\"\\u00e9\"},[]]".to_owned(), Scalar::Other)),
+        ]
+    }
+
+    const EVENTSIM_KEYS: [&str; 18] = [
+        "ts",
+        "userId",
+        "sessionId",
+        "page",
+        "auth",
+        "method",
+        "status",
+        "level",
+        "itemInSession",
+        "location",
+        "userAgent",
+        "lastName",
+        "firstName",
+        "registration",
+        "gender",
+        "artist",
+        "song",
+        "length",
+    ];
+
+    /// An EventSim-like line with random values, escapes and whitespace, and
+    /// the members it holds.
+    fn eventsim_line() -> impl Strategy<Value = (String, Vec<(String, Scalar<'static>)>)> {
+        let member = (
+            member_value(),
+            any::<bool>(),
+            prop::sample::select(vec!["", "", "", " ", "\n\t "]),
+        );
+        prop::collection::vec(member, 18).prop_map(|members| {
+            let mut line = "{".to_owned();
+            let mut expected = Vec::new();
+            for (i, ((json, value), escape_key, ws)) in members.into_iter().enumerate() {
+                let key = EVENTSIM_KEYS[i];
+                if i > 0 {
+                    line.push(',');
+                }
+                line.push_str(ws);
+                if escape_key {
+                    // Spell the key's first letter as a \u escape.
+                    let first = key.as_bytes()[0];
+                    line.push_str(&format!("\"\\u{first:04x}{}\"", &key[1..]));
+                } else {
+                    line.push_str(&format!("\"{key}\""));
+                }
+                line.push_str(&format!("{ws}:{ws}{json}{ws}"));
+                expected.push((key.to_owned(), value));
+            }
+            line.push('}');
+            (line, expected)
+        })
+    }
+
+    /// The scanner's view of a value serde_json parsed.
+    fn as_scalar(value: &serde_json::Value) -> Scalar<'_> {
+        match value {
+            serde_json::Value::String(s) => Scalar::Str(s.as_str().into()),
+            serde_json::Value::Null => Scalar::Null,
+            serde_json::Value::Number(n) if n.is_i64() => Scalar::Int(n.as_i64().unwrap()),
+            serde_json::Value::Number(n) => Scalar::Float(n.as_f64().unwrap()),
+            _ => Scalar::Other,
+        }
+    }
+
+    proptest! {
+        /// Oracle: EventSim-like lines with random escapes, unicode and
+        /// whitespace scan to the members they were built from, and every
+        /// member equals serde_json's parse of it.
+        #[test]
+        fn eventsim_lines_agree_with_serde_json((line, expected) in eventsim_line()) {
+            let got = fields(&line).unwrap();
+            prop_assert_eq!(&got, &expected, "{}", line);
+            let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(parsed.len(), got.len());
+            for (key, value) in &got {
+                prop_assert_eq!(value, &as_scalar(&parsed[key]), "{} in {}", key, line);
+            }
+        }
+
+        /// Oracle: one random edit of an EventSim-like line is accepted or
+        /// refused exactly as serde_json accepts or refuses it.
+        #[test]
+        fn edited_eventsim_lines_classify_like_serde_json(
+            (line, _) in eventsim_line(),
+            at in any::<prop::sample::Index>(),
+            edit in 0..3u8,
+            byte in prop::sample::select(b"{}[]\",:\\ 0-.eu\x01".to_vec()),
+        ) {
+            let mut bytes = line.into_bytes();
+            let i = at.index(bytes.len());
+            match edit {
+                0 => { bytes.remove(i); }
+                1 => bytes.insert(i, byte),
+                _ => bytes[i] = byte,
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                let ours = fields(&text);
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(_)) => prop_assert!(ours.is_ok(), "{:?}: {:?}", text, ours),
+                    Ok(_) => prop_assert_eq!(ours, Err(ScanError::NotAnObject), "{:?}", text),
+                    Err(_) => prop_assert_eq!(ours, Err(ScanError::Syntax), "{:?}", text),
+                }
+            }
+        }
+
+        /// The block scanners find the same byte as the bytewise one.
+        #[test]
+        fn block_scanners_agree(
+            bytes in prop::collection::vec(prop::sample::select(b"ab\"\\\x00\x1f\x20\x7f\x80\xff".to_vec()), 0..80),
+            from in any::<prop::sample::Index>(),
+        ) {
+            let from = from.index(bytes.len() + 1);
+            let expected = find_special_bytewise(&bytes, from);
+            prop_assert_eq!(find_special(&bytes, from), expected);
+            prop_assert_eq!(find_special_swar(&bytes, from), expected);
+        }
+
+        /// Numbers of every length parse as the standard library parses them,
+        /// and are accepted exactly when serde_json accepts them.
+        #[test]
+        fn numbers_agree_with_std_and_serde_json(
+            number in r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
+            tail in prop::sample::select(vec!["}", ",\"z\":0}", " }"]),
+        ) {
+            let line = format!("{{\"n\":{number}{tail}");
+            let ours = fields(&line);
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(_) => {
+                    let got = ours.unwrap()[0].1.clone();
+                    let integer = !number.contains(['.', 'e', 'E']);
+                    match number.parse::<i64>() {
+                        Ok(n) if integer => prop_assert_eq!(got, Scalar::Int(n)),
+                        _ => {
+                            let f: f64 = number.parse().unwrap();
+                            prop_assert_eq!(got, Scalar::Float(f));
+                        }
+                    }
+                }
+                Err(_) => prop_assert_eq!(ours, Err(ScanError::Syntax), "{}", line),
             }
         }
     }
