@@ -332,7 +332,11 @@ mod tests {
     #[test]
     fn the_readme_config_block_is_accepted_and_states_the_defaults() {
         let readme = include_str!("../../README.md");
-        let block = readme.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
         let config = parse(block).unwrap();
         config.validate().unwrap();
         let defaults = Config::default();

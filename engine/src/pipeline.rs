@@ -52,12 +52,15 @@ pub enum Outcome {
 }
 
 /// Input limits for [`parse_line`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ParseSettings {
     /// Acceptable event times.
     pub bounds: TimeBounds,
     /// Longer lines are refused.
     pub max_line_bytes: usize,
+    /// Hashes (artist, song) for the interner, so that work can happen on a
+    /// decode thread.
+    pub song_hasher: ahash::RandomState,
 }
 
 /// A decoded stream that owns nothing: its names are ranges of a separate
@@ -66,6 +69,7 @@ pub struct ParseSettings {
 pub struct ParsedStream {
     time_ms: i64,
     user_hash: u64,
+    song_hash: u64,
     artist: (u32, u32),
     song: (u32, u32),
     dims: Dimensions,
@@ -75,8 +79,11 @@ pub struct ParsedStream {
 impl ParsedStream {
     fn names<'n>(&self, names: &'n [u8]) -> (&'n str, &'n str) {
         let text = |(start, end): (u32, u32)| {
-            // Written by `parse_line` from `&str`s, so always valid UTF-8.
-            std::str::from_utf8(&names[start as usize..end as usize]).unwrap_or_default()
+            let bytes = &names[start as usize..end as usize];
+            debug_assert!(std::str::from_utf8(bytes).is_ok());
+            // SAFETY: `parse_line` wrote these ranges from whole `&str`s, so
+            // each is valid UTF-8; `names` is only appended to meanwhile.
+            unsafe { std::str::from_utf8_unchecked(bytes) }
         };
         (text(self.artist), text(self.song))
     }
@@ -96,7 +103,7 @@ pub enum Parsed {
 /// Decode one line; stream names are appended to `names`. Pure and
 /// thread-safe: the expensive half of the pipeline, run in parallel by `replay`.
 #[inline]
-pub fn parse_line(line: &Line<'_>, settings: ParseSettings, names: &mut Vec<u8>) -> Parsed {
+pub fn parse_line(line: &Line<'_>, settings: &ParseSettings, names: &mut Vec<u8>) -> Parsed {
     if line.truncated || line.bytes.len() > settings.max_line_bytes {
         return Parsed::Rejected(RejectReason::LineTooLong);
     }
@@ -110,6 +117,10 @@ pub fn parse_line(line: &Line<'_>, settings: ParseSettings, names: &mut Vec<u8>)
             Parsed::Stream(ParsedStream {
                 time_ms: listen.time_ms,
                 user_hash: listen.user.hash(),
+                song_hash: std::hash::BuildHasher::hash_one(
+                    &settings.song_hasher,
+                    (&*listen.artist, &*listen.song),
+                ),
                 artist: push(&listen.artist),
                 song: push(&listen.song),
                 dims: listen.dims,
@@ -170,8 +181,7 @@ impl RateLimitedLog {
 pub struct Pipeline {
     aggregator: WindowAggregator,
     watermark: Watermark,
-    bounds: TimeBounds,
-    max_line_bytes: usize,
+    parse_settings: ParseSettings,
     max_future_ms: i64,
     totals: Totals,
     ingest: IngestMetrics,
@@ -189,11 +199,16 @@ impl Pipeline {
         rejects: Option<Box<dyn Write + Send>>,
         now_ms: i64,
     ) -> Result<Self, PipelineError> {
-        Ok(Self {
-            aggregator: WindowAggregator::new(config.aggregator)?,
-            watermark: Watermark::new(config.watermark),
+        let aggregator = WindowAggregator::new(config.aggregator)?;
+        let parse_settings = ParseSettings {
             bounds: TimeBounds::until(now_ms, config.max_future_ms),
             max_line_bytes: config.max_line_bytes,
+            song_hasher: aggregator.song_hasher().clone(),
+        };
+        Ok(Self {
+            aggregator,
+            watermark: Watermark::new(config.watermark),
+            parse_settings,
             max_future_ms: config.max_future_ms,
             totals: Totals::default(),
             ingest: metrics.ingest(),
@@ -212,18 +227,15 @@ impl Pipeline {
     pub fn process_line(&mut self, line: Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
         let mut names = std::mem::take(&mut self.names);
         names.clear();
-        let parsed = parse_line(&line, self.parse_settings(), &mut names);
+        let parsed = parse_line(&line, &self.parse_settings, &mut names);
         let outcome = self.apply(parsed, &names, line.bytes, out);
         self.names = names;
         outcome
     }
 
-    /// What [`parse_line`] needs; `Copy`, so decode threads can hold their own.
+    /// What [`parse_line`] needs; decode threads each hold a clone.
     pub fn parse_settings(&self) -> ParseSettings {
-        ParseSettings {
-            bounds: self.bounds,
-            max_line_bytes: self.max_line_bytes,
-        }
+        self.parse_settings.clone()
     }
 
     /// The ordered half of [`Pipeline::process_line`]: count a parsed line
@@ -280,7 +292,9 @@ impl Pipeline {
         let stream = Stream {
             time_ms: parsed.time_ms,
             user_hash: parsed.user_hash,
-            song: self.aggregator.intern(artist, song),
+            song: self
+                .aggregator
+                .intern_hashed(parsed.song_hash, artist, song),
             dims: parsed.dims,
             duration_ms: parsed.duration_ms,
         };
@@ -330,7 +344,7 @@ impl Pipeline {
     /// Periodic tick in live mode: moves the future bound with the wall
     /// clock and applies the idle rule.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<WindowResult>) {
-        self.bounds = TimeBounds::until(now_ms, self.max_future_ms);
+        self.parse_settings.bounds = TimeBounds::until(now_ms, self.max_future_ms);
         if let Some(watermark) = self.watermark.on_idle_check(now_ms) {
             self.advance(watermark, out);
         }

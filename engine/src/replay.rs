@@ -174,18 +174,18 @@ fn replay_inline(reader: Box<dyn Read + Send>, cap: usize, sink: &mut Sink) -> R
 struct Span {
     start: u32,
     end: u32,
-    truncated: bool,
 }
 
-/// Whole lines, copied out of the input.
+/// Input bytes cut at a line boundary, or the kept head of one over-long line.
 struct Chunk {
     data: Vec<u8>,
-    spans: Vec<Span>,
+    truncated_line: bool,
 }
 
 /// A chunk with every line parsed; stream names live in `names`.
 struct ParsedChunk {
     chunk: Chunk,
+    spans: Vec<Span>,
     parsed: Vec<Parsed>,
     names: Vec<u8>,
 }
@@ -205,6 +205,7 @@ fn replay_parallel(
         let (parsed_tx, parsed_rx) = sync_channel::<ParsedChunk>(4);
         to_workers.push(chunk_tx);
         from_workers.push(parsed_rx);
+        let settings = settings.clone();
         workers.push(
             thread::Builder::new()
                 .name(format!("decode-{index}"))
@@ -223,7 +224,7 @@ fn replay_parallel(
         let Ok(parsed) = from_workers[turn % threads].recv() else {
             break;
         };
-        for (span, line) in parsed.chunk.spans.iter().zip(parsed.parsed) {
+        for (span, line) in parsed.spans.iter().zip(parsed.parsed) {
             let raw = &parsed.chunk.data[span.start as usize..span.end as usize];
             sink.pipeline
                 .apply(line, &parsed.names, raw, &mut sink.closed);
@@ -242,47 +243,97 @@ fn replay_parallel(
     read.map_err(Failure::Input)
 }
 
+/// Read blocks straight into chunk buffers and cut them after their last
+/// newline; a line that grows past `cap` is sent alone, truncated, and the
+/// rest of it skipped (as [`LineReader`] does).
 fn read_chunks(
-    reader: Box<dyn Read + Send>,
+    mut reader: Box<dyn Read + Send>,
     cap: usize,
     workers: Vec<SyncSender<Chunk>>,
 ) -> io::Result<()> {
-    let mut lines = LineReader::new(reader, cap);
-    let mut chunk = Chunk {
-        data: Vec::with_capacity(CHUNK_BYTES + 4096),
-        spans: Vec::with_capacity(4096),
-    };
     let mut turn = 0;
-    let send = |chunk: Chunk, turn: &mut usize| -> bool {
-        let sent = workers[*turn % workers.len()].send(chunk).is_ok();
-        *turn += 1;
+    let mut send = |data: Vec<u8>, truncated_line: bool| -> bool {
+        let sent = workers[turn % workers.len()]
+            .send(Chunk {
+                data,
+                truncated_line,
+            })
+            .is_ok();
+        turn += 1;
         sent
     };
-    while let Some(line) = lines.next_line()? {
-        let start = chunk.data.len() as u32;
-        chunk.data.extend_from_slice(line.bytes);
-        chunk.spans.push(Span {
-            start,
-            end: chunk.data.len() as u32,
-            truncated: line.truncated,
-        });
-        if chunk.data.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk {
-                    data: Vec::with_capacity(CHUNK_BYTES + 4096),
-                    spans: Vec::with_capacity(4096),
-                },
-            );
-            if !send(full, &mut turn) {
+    let mut pending: Vec<u8> = Vec::with_capacity(2 * CHUNK_BYTES);
+    let mut skipping = false;
+    loop {
+        let before = pending.len();
+        let read = match (&mut reader)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut pending)
+        {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if read == 0 {
+            break;
+        }
+        if skipping {
+            match memchr::memchr(b'\n', &pending[before..]) {
+                Some(offset) => {
+                    pending.drain(..before + offset + 1);
+                    skipping = false;
+                }
+                None => {
+                    pending.truncate(before);
+                    continue;
+                }
+            }
+        }
+        if let Some(last_newline) = memchr::memrchr(b'\n', &pending) {
+            let mut rest = Vec::with_capacity(2 * CHUNK_BYTES);
+            rest.extend_from_slice(&pending[last_newline + 1..]);
+            pending.truncate(last_newline + 1);
+            if !send(std::mem::replace(&mut pending, rest), false) {
                 return Ok(());
             }
         }
+        if pending.len() >= cap {
+            if !send(std::mem::take(&mut pending), true) {
+                return Ok(());
+            }
+            skipping = true;
+        }
     }
-    if !chunk.spans.is_empty() {
-        send(chunk, &mut turn);
+    if !pending.is_empty() && !skipping {
+        send(pending, false);
     }
     Ok(())
+}
+
+/// Line spans of a chunk: split at newlines, a trailing `\r` dropped, the
+/// last line kept even without a newline.
+fn split_lines(data: &[u8]) -> Vec<Span> {
+    let mut spans = Vec::with_capacity(data.len() / 256);
+    let mut start = 0;
+    let mut push = |start: usize, end: usize| {
+        let end = if end > start && data[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        spans.push(Span {
+            start: start as u32,
+            end: end as u32,
+        });
+    };
+    for newline in memchr::memchr_iter(b'\n', data) {
+        push(start, newline);
+        start = newline + 1;
+    }
+    if start < data.len() {
+        push(start, data.len());
+    }
+    spans
 }
 
 fn decode_chunks(
@@ -291,21 +342,29 @@ fn decode_chunks(
     settings: ParseSettings,
 ) {
     for chunk in chunks {
-        let mut names = Vec::with_capacity(chunk.spans.len() * 48);
-        let lines = chunk
-            .spans
+        let spans = if chunk.truncated_line {
+            vec![Span {
+                start: 0,
+                end: chunk.data.len() as u32,
+            }]
+        } else {
+            split_lines(&chunk.data)
+        };
+        let mut names = Vec::with_capacity(spans.len() * 48);
+        let lines = spans
             .iter()
             .map(|span| {
                 let line = Line {
                     bytes: &chunk.data[span.start as usize..span.end as usize],
-                    truncated: span.truncated,
+                    truncated: chunk.truncated_line,
                 };
-                parse_line(&line, settings, &mut names)
+                parse_line(&line, &settings, &mut names)
             })
             .collect();
         if parsed
             .send(ParsedChunk {
                 chunk,
+                spans,
                 parsed: lines,
                 names,
             })
@@ -362,5 +421,74 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as the parallel reader and splitter see them, for a given cap.
+    fn chunked_lines(input: &[u8], cap: usize) -> Vec<(Vec<u8>, bool)> {
+        let (tx, rx) = sync_channel::<Chunk>(1024);
+        read_chunks(Box::new(io::Cursor::new(input.to_vec())), cap, vec![tx]).unwrap();
+        let mut lines = Vec::new();
+        for chunk in rx {
+            if chunk.truncated_line {
+                lines.push((chunk.data.clone(), true));
+                continue;
+            }
+            for span in split_lines(&chunk.data) {
+                lines.push((
+                    chunk.data[span.start as usize..span.end as usize].to_vec(),
+                    false,
+                ));
+            }
+        }
+        lines
+    }
+
+    /// The same input through the inline `LineReader`.
+    fn reader_lines(input: &[u8], cap: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut reader = LineReader::new(input, cap);
+        let mut lines = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            lines.push((line.bytes.to_vec(), line.truncated));
+        }
+        lines
+    }
+
+    #[test]
+    fn parallel_chunks_split_like_the_line_reader() {
+        let mut input = Vec::new();
+        for i in 0..50_000 {
+            input.extend_from_slice(format!("line {i} {}\n", "x".repeat(i % 97)).as_bytes());
+            if i % 1000 == 0 {
+                input.extend_from_slice(b"\r\n\n");
+            }
+        }
+        input.extend_from_slice(b"last line without newline\r");
+        assert_eq!(
+            chunked_lines(&input, 64 << 20),
+            reader_lines(&input, 64 << 20)
+        );
+    }
+
+    #[test]
+    fn over_long_lines_are_cut_once_and_the_next_line_survives() {
+        let cap = 3 * CHUNK_BYTES;
+        let mut input = b"before\n".to_vec();
+        input.extend(std::iter::repeat_n(b'y', 5 * CHUNK_BYTES));
+        input.extend_from_slice(b"\nafter\n");
+        let lines = chunked_lines(&input, cap);
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(|(l, t)| (l.len(), *t)).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0], (b"before".to_vec(), false));
+        assert!(lines[1].1 && lines[1].0.len() >= cap && lines[1].0.len() < 5 * CHUNK_BYTES);
+        assert_eq!(lines[2], (b"after".to_vec(), false));
     }
 }

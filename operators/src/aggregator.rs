@@ -98,6 +98,17 @@ impl WindowAggregator {
         self.catalog.intern(artist, song)
     }
 
+    /// The hasher for [`WindowAggregator::intern_hashed`].
+    pub fn song_hasher(&self) -> &ahash::RandomState {
+        self.catalog.hasher()
+    }
+
+    /// [`WindowAggregator::intern`] with the name hash computed by the caller
+    /// (with [`WindowAggregator::song_hasher`]), e.g. on a decode thread.
+    pub fn intern_hashed(&mut self, hash: u64, artist: &str, song: &str) -> SongId {
+        self.catalog.intern_hashed(hash, artist, song)
+    }
+
     /// True when the pane of an event at `time_ms` has ended at or before the
     /// last watermark applied. With the default windows (every slide equal to
     /// the pane) that is exactly "a window holding it was emitted"; with panes

@@ -35,6 +35,19 @@ impl SongCatalog {
     /// reference until a pane retains it.
     pub fn intern(&mut self, artist: &str, song: &str) -> SongId {
         let hash = self.hasher.hash_one((artist, song));
+        self.intern_hashed(hash, artist, song)
+    }
+
+    /// The hasher [`SongCatalog::intern_hashed`] expects: decode threads
+    /// clone it to hash names in parallel. Seeded per process.
+    pub fn hasher(&self) -> &ahash::RandomState {
+        &self.hasher
+    }
+
+    /// [`SongCatalog::intern`] with `hash = self.hasher().hash_one((artist, song))`
+    /// computed by the caller.
+    pub fn intern_hashed(&mut self, hash: u64, artist: &str, song: &str) -> SongId {
+        debug_assert_eq!(hash, self.hasher.hash_one((artist, song)));
         let entries = &self.entries;
         let found = self.table.find(hash, |&id| {
             let entry = entries[id as usize]
@@ -129,6 +142,15 @@ impl SongCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashed_interning_matches_plain_interning() {
+        let mut catalog = SongCatalog::new();
+        let hasher = catalog.hasher().clone();
+        let a = catalog.intern("A", "x");
+        let hash = std::hash::BuildHasher::hash_one(&hasher, ("A", "x"));
+        assert_eq!(catalog.intern_hashed(hash, "A", "x"), a);
+    }
 
     #[test]
     fn same_names_same_id_and_eviction_reuses_ids() {
