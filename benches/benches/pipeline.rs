@@ -1,7 +1,11 @@
 //! End to end: generated EventSim lines through the whole pipeline (decode,
-//! watermark, panes, windows, JSON output), in memory. Reports events/s,
-//! peak RSS and window-close latency, then a one-hour soak of event time at a
-//! fixed catalogue showing RSS over time.
+//! watermark, panes, windows, JSON output).
+//!
+//! 1. `replay` of a generated file, as the command runs it (reader thread,
+//!    decode threads, in-order apply): events/s, peak RSS, window-close latency.
+//! 2. The same with decoding inline on one thread.
+//! 3. In memory on one thread (no file I/O): events/s and close latency.
+//! 4. A one-hour soak of event time at a fixed catalogue: RSS every 5 minutes.
 //!
 //! `cargo bench -p downbeat-benches --bench pipeline` (set
 //! `DOWNBEAT_BENCH_EVENTS` to change the event count, default 2,000,000).
@@ -24,8 +28,48 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 20_000 } else { 2_000_000 });
+    let file = std::env::temp_dir().join(format!("downbeat-bench-{}.jsonl", std::process::id()));
+    write_input(&file, events);
+    replay_file(&file, 0);
+    replay_file(&file, 1);
+    let _ = std::fs::remove_file(&file);
     throughput(events);
     soak(if quick { 60_000 } else { 3_600_000 });
+}
+
+/// Generated lines written in pieces, so generating costs no resident memory.
+fn write_input(path: &std::path::Path, events: usize) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let piece = 100_000;
+    for start in (0..events).step_by(piece) {
+        let count = piece.min(events - start);
+        let lines = eventsim_lines(
+            count,
+            START_MS + (start as f64 * 0.5) as i64,
+            0.5,
+            11 + start as u64,
+        );
+        file.write_all(&lines).unwrap();
+    }
+    file.flush().unwrap();
+}
+
+/// `downbeat replay FILE --output /dev/null`, in process.
+fn replay_file(path: &std::path::Path, decode_threads: usize) {
+    let mut config = Config::default();
+    config.input.decode_threads = decode_threads;
+    let summary = downbeat::replay::replay(&config, path.to_str().unwrap(), "/dev/null").unwrap();
+    let report = serde_json::json!({
+        "bench": "replay_file",
+        "decode_threads": summary.decode_threads,
+        "events": summary.totals.lines,
+        "windows": summary.totals.windows,
+        "events_per_sec": summary.lines_per_sec,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "window_close_latency_us": summary.window_close_latency_us,
+    });
+    println!("{report}");
 }
 
 fn pipeline(metrics: &Metrics) -> Pipeline {
@@ -62,7 +106,6 @@ fn throughput(events: usize) {
         "elapsed_secs": elapsed.as_secs_f64(),
         "events_per_sec": totals.lines as f64 / elapsed.as_secs_f64(),
         "ns_per_event": elapsed.as_nanos() as f64 / totals.lines as f64,
-        "peak_rss_bytes": peak_rss_bytes(),
         "window_close_latency_us": {
             "p50": latency.value_at_quantile(0.5) as f64 / 1e3,
             "p99": latency.value_at_quantile(0.99) as f64 / 1e3,

@@ -18,19 +18,4 @@ pub fn eventsim_lines(count: usize, start_ms: i64, step_ms: f64, seed: u64) -> V
     out
 }
 
-/// Peak resident set size of this process so far, in bytes (Linux).
-pub fn peak_rss_bytes() -> Option<u64> {
-    rss_field("VmHWM:")
-}
-
-/// Current resident set size of this process, in bytes (Linux).
-pub fn current_rss_bytes() -> Option<u64> {
-    rss_field("VmRSS:")
-}
-
-fn rss_field(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+pub use downbeat::process::{current_rss_bytes, peak_rss_bytes};

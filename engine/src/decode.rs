@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use downbeat_operators::{user_hash, Device, Dimensions, Gender, Level, UsState};
 
-use crate::json_scan::{scan_object, Scalar, ScanError};
+use crate::json_scan::{self, scan_fields, Fields, Scalar, ScanError, Value, Want};
 
 /// Why a line was refused. The set is fixed so metric labels stay bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,20 +125,14 @@ pub fn decode(line: &[u8], bounds: TimeBounds) -> Decoded<'_> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Decoded::Rejected(RejectReason::EmptyLine);
     }
-    let Ok(text) = std::str::from_utf8(line) else {
+    let Some(text) = json_scan::utf8(line) else {
         return Decoded::Rejected(RejectReason::InvalidUtf8);
     };
     let mut record = Record::default();
-    let mut wrong_type = false;
-    let scanned = scan_object(text, |key, value| {
-        if record.set(key, value).is_err() {
-            wrong_type = true;
-        }
-    });
-    match scanned {
+    match scan_fields(text, &mut record) {
         Err(ScanError::Syntax) => Decoded::Rejected(RejectReason::InvalidJson),
         Err(ScanError::NotAnObject) => Decoded::Rejected(RejectReason::WrongType),
-        Ok(()) if wrong_type => Decoded::Rejected(RejectReason::WrongType),
+        Ok(()) if record.wrong_type => Decoded::Rejected(RejectReason::WrongType),
         Ok(()) => record.into_decoded(bounds),
     }
 }
@@ -159,7 +153,57 @@ struct Record<'a> {
     gender: Option<Text<'a>>,
     location: Option<Text<'a>>,
     state: Option<Text<'a>>,
-    user_agent: Option<Text<'a>>,
+    /// Raw JSON text (escapes kept), and whether it has `\\u` escapes.
+    user_agent: Option<(&'a str, bool)>,
+    /// A known key held a value of the wrong type.
+    wrong_type: bool,
+}
+
+/// The keys [`Record`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Ts,
+    Timestamp,
+    UserIdCamel,
+    UserIdSnake,
+    Page,
+    Song,
+    Artist,
+    Length,
+    Duration,
+    Level,
+    Gender,
+    Location,
+    State,
+    UserAgent,
+}
+
+impl Field {
+    /// The field `key` names, dispatching on its length first.
+    #[inline(always)]
+    fn from_key(key: &[u8]) -> Option<Field> {
+        let field = match key.len() {
+            2 if key == b"ts" => Field::Ts,
+            4 if key == b"page" => Field::Page,
+            4 if key == b"song" => Field::Song,
+            5 if key == b"level" => Field::Level,
+            5 if key == b"state" => Field::State,
+            6 => match key[0] {
+                b'u' if key == b"userId" => Field::UserIdCamel,
+                b'a' if key == b"artist" => Field::Artist,
+                b'l' if key == b"length" => Field::Length,
+                b'g' if key == b"gender" => Field::Gender,
+                _ => return None,
+            },
+            7 if key == b"user_id" => Field::UserIdSnake,
+            8 if key == b"duration" => Field::Duration,
+            8 if key == b"location" => Field::Location,
+            9 if key == b"userAgent" => Field::UserAgent,
+            9 if key == b"timestamp" => Field::Timestamp,
+            _ => return None,
+        };
+        Some(field)
+    }
 }
 
 /// A known key held a value of the wrong type.
@@ -200,28 +244,112 @@ fn user_value(value: Scalar<'_>) -> Result<Option<UserKey<'_>>, WrongType> {
     }
 }
 
+impl<'a> Fields<'a> for Record<'a> {
+    type Field = Field;
+
+    #[inline(always)]
+    fn field(&mut self, key: &[u8]) -> Option<(Field, Want)> {
+        let field = Field::from_key(key)?;
+        let want = if field == Field::UserAgent {
+            Want::Raw
+        } else {
+            Want::Scalar
+        };
+        Some((field, want))
+    }
+
+    #[inline(always)]
+    fn value(&mut self, field: Field, value: Value<'a>) {
+        if self.set(field, value).is_err() {
+            self.wrong_type = true;
+        }
+    }
+}
+
 impl<'a> Record<'a> {
-    #[inline]
-    fn set(&mut self, key: &[u8], value: Scalar<'a>) -> Result<(), WrongType> {
-        match key {
-            b"ts" => self.ts = time_value(value)?,
-            b"timestamp" => self.timestamp = time_value(value)?,
-            b"userId" => self.user_id_camel = user_value(value)?,
-            b"user_id" => self.user_id_snake = user_value(value)?,
-            b"page" => self.page = text_value(value)?,
-            b"song" => self.song = text_value(value)?,
-            b"artist" => self.artist = text_value(value)?,
-            b"length" => self.length = number_value(value)?,
-            b"duration" => self.duration = number_value(value)?,
-            b"level" => self.level = text_value(value)?,
-            b"gender" => self.gender = text_value(value)?,
-            b"location" => self.location = text_value(value)?,
-            b"state" => self.state = text_value(value)?,
-            b"userAgent" => self.user_agent = text_value(value)?,
-            _ => {}
+    #[inline(always)]
+    fn set(&mut self, field: Field, value: Value<'a>) -> Result<(), WrongType> {
+        let value = match value {
+            Value::Scalar(value) => value,
+            Value::Raw(raw, unicode) => {
+                // Only the user agent is read raw.
+                debug_assert_eq!(field, Field::UserAgent);
+                self.user_agent = Some((raw, unicode));
+                return Ok(());
+            }
+        };
+        match field {
+            Field::Ts => self.ts = time_value(value)?,
+            Field::Timestamp => self.timestamp = time_value(value)?,
+            Field::UserIdCamel => self.user_id_camel = user_value(value)?,
+            Field::UserIdSnake => self.user_id_snake = user_value(value)?,
+            Field::Page => self.page = text_value(value)?,
+            Field::Song => self.song = text_value(value)?,
+            Field::Artist => self.artist = text_value(value)?,
+            Field::Length => self.length = number_value(value)?,
+            Field::Duration => self.duration = number_value(value)?,
+            Field::Level => self.level = text_value(value)?,
+            Field::Gender => self.gender = text_value(value)?,
+            Field::Location => self.location = text_value(value)?,
+            Field::State => self.state = text_value(value)?,
+            Field::UserAgent => {
+                // A string comes raw; anything else must be null.
+                text_value(value)?;
+                self.user_agent = None;
+            }
         }
         Ok(())
     }
+}
+
+/// The device family of a user agent given as raw JSON string text,
+/// exactly as [`Device::from_user_agent`] classifies its unescaped value.
+///
+/// The tokens that function looks for hold letters, digits and spaces only.
+/// An escape other than `\u` stands for `"`, `\`, `/` or a control
+/// character, none of which is in a token, and its letter cannot start one
+/// (tokens start with `W`, `M`, `i`, `X`, `A` or `L`), so a token occurs in
+/// the raw text exactly where it occurs in the value, and the first `(` is
+/// the same one. Only `\u` escapes can spell token characters: those
+/// agents are unescaped first.
+fn device_from_raw(raw: &str, unicode: bool) -> Device {
+    if unicode {
+        return Device::from_user_agent(&json_scan::unescape(raw));
+    }
+    // The fast path of `Device::from_user_agent`, without its char search.
+    if let Some(open) = raw.bytes().position(|b| b == b'(') {
+        let platform = &raw.as_bytes()[open + 1..];
+        for (token, device) in [
+            (&b"Windows"[..], Device::Windows),
+            (b"Macintosh", Device::Mac),
+            (b"iPhone", Device::Iphone),
+            (b"iPad", Device::Ipad),
+            (b"X11", Device::Linux),
+        ] {
+            if platform.starts_with(token) {
+                return device;
+            }
+        }
+    }
+    Device::from_user_agent(raw)
+}
+
+/// [`UsState::from_location`] with byte searches: the state code after the
+/// last `", "`, up to the first `-`.
+fn state_from_location(location: &str) -> UsState {
+    let bytes = location.as_bytes();
+    let Some(comma) = (0..bytes.len().saturating_sub(1))
+        .rev()
+        .find(|&i| bytes[i] == b',' && bytes[i + 1] == b' ')
+    else {
+        return UsState::UNKNOWN;
+    };
+    let states = &location[comma + 2..];
+    let first = match states.bytes().position(|b| b == b'-') {
+        Some(dash) => &states[..dash],
+        None => states,
+    };
+    UsState::from_code(first)
 }
 
 impl<'a> Record<'a> {
@@ -251,12 +379,15 @@ impl<'a> Record<'a> {
         };
         let state = match (&self.state, &self.location) {
             (Some(state), _) => UsState::from_code(&state.0),
-            (None, Some(location)) => UsState::from_location(&location.0),
+            (None, Some(location)) => state_from_location(&location.0),
             (None, None) => UsState::UNKNOWN,
         };
         let dims = Dimensions {
             level: Level::parse(text(&self.level)),
-            device: Device::from_user_agent(text(&self.user_agent)),
+            device: match self.user_agent {
+                Some((raw, unicode)) => device_from_raw(raw, unicode),
+                None => Device::from_user_agent(""),
+            },
             state,
             gender: Gender::parse(text(&self.gender)),
         };

@@ -82,6 +82,148 @@ pub fn scan_object<'a>(
     }
 }
 
+/// How a caller of [`scan_fields`] wants one member's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Decode it into a [`Scalar`].
+    Scalar,
+    /// A string as its raw JSON text between the quotes (validated, not
+    /// unescaped); any other value as a [`Scalar`].
+    Raw,
+}
+
+/// A member value handed to a [`Fields`] visitor.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value<'a> {
+    /// A decoded value.
+    Scalar(Scalar<'a>),
+    /// A string's raw text between the quotes, and whether it has `\\u`
+    /// escapes (the only ones that can stand for letters, digits or spaces).
+    Raw(&'a str, bool),
+}
+
+/// The visitor of [`scan_fields`]: picks a field per key, then receives the
+/// values of the fields it picked.
+pub(crate) trait Fields<'a> {
+    /// Which field `key` (unescaped) is.
+    type Field: Copy;
+    /// The field `key` names and how to read its value, or `None` to skip it.
+    fn field(&mut self, key: &[u8]) -> Option<(Self::Field, Want)>;
+    /// The value of a field picked by [`Fields::field`].
+    fn value(&mut self, field: Self::Field, value: Value<'a>);
+}
+
+/// Like [`scan_object`], but values of keys the visitor does not pick are
+/// only validated, and strings can be handed over raw.
+#[inline]
+pub(crate) fn scan_fields<'a, F: Fields<'a>>(
+    text: &'a str,
+    fields: &mut F,
+) -> Result<(), ScanError> {
+    let mut s = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    s.skip_ws();
+    if s.peek() == Some(b'{') {
+        s.pos += 1;
+        return s.object_fields(fields).map_err(|Invalid| ScanError::Syntax);
+    }
+    s.skip_value(0).map_err(|Invalid| ScanError::Syntax)?;
+    s.skip_ws();
+    if s.pos == s.bytes.len() {
+        Err(ScanError::NotAnObject)
+    } else {
+        Err(ScanError::Syntax)
+    }
+}
+
+/// `bytes` as text if it is valid UTF-8. All-ASCII input (the common case)
+/// is recognised 32 bytes at a time without decoding sequences.
+#[inline]
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if is_ascii(bytes) {
+        // SAFETY: ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+/// Whether every byte is below 0x80.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn is_ascii(bytes: &[u8]) -> bool {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
+    let len = bytes.len();
+    if len < 16 {
+        return bytes.is_ascii();
+    }
+    let base = bytes.as_ptr();
+    let mut i = 0;
+    while i + 32 <= len {
+        // SAFETY: SSE2 is part of the x86_64 baseline; `i + 32 <= len`, so
+        // both unaligned 16-byte loads lie within `bytes`.
+        let mask = unsafe {
+            let a = _mm_loadu_si128(base.add(i).cast::<__m128i>());
+            let b = _mm_loadu_si128(base.add(i + 16).cast::<__m128i>());
+            _mm_movemask_epi8(_mm_or_si128(a, b))
+        };
+        if mask != 0 {
+            return false;
+        }
+        i += 32;
+    }
+    // The last 16 and (overlapping) 32 bytes cover the rest.
+    let last = len - 16;
+    let from = if i + 16 <= last { i } else { last };
+    // SAFETY: as above; `from + 16 <= len` and `last + 16 == len`.
+    let mask = unsafe {
+        let a = _mm_loadu_si128(base.add(from).cast::<__m128i>());
+        let b = _mm_loadu_si128(base.add(last).cast::<__m128i>());
+        _mm_movemask_epi8(_mm_or_si128(a, b))
+    };
+    mask == 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn is_ascii(bytes: &[u8]) -> bool {
+    bytes.is_ascii()
+}
+
+/// The value of a string's raw JSON text (between the quotes), which
+/// [`scan_fields`] has validated.
+pub(crate) fn unescape(raw: &str) -> Cow<'_, str> {
+    let s = Scanner {
+        text: raw,
+        bytes: raw.as_bytes(),
+        pos: 0,
+    };
+    let Some(mut backslash) = raw.bytes().position(|b| b == b'\\') else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut run = 0;
+    loop {
+        out.push_str(s.slice(run, backslash));
+        let Ok((ch, next)) = s.escape(backslash + 1) else {
+            // Not validated after all: keep the rest as it is.
+            out.push_str(s.slice(backslash, raw.len()));
+            return Cow::Owned(out);
+        };
+        out.push(ch);
+        run = next;
+        match raw.as_bytes()[run..].iter().position(|&b| b == b'\\') {
+            Some(at) => backslash = run + at,
+            None => break,
+        }
+    }
+    out.push_str(s.slice(run, raw.len()));
+    Cow::Owned(out)
+}
+
 /// Invalid JSON, inside the scanner. Being empty, it adds nothing to the
 /// values returned in registers on the hot path.
 struct Invalid;
@@ -311,6 +453,85 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Like [`Scanner::object`], for a [`Fields`] visitor.
+    #[inline(always)]
+    fn object_fields<F: Fields<'a>>(&mut self, fields: &mut F) -> Result<(), Invalid> {
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(Invalid);
+                }
+                let field = {
+                    let key = self.string()?;
+                    fields.field(key.as_bytes())
+                };
+                self.skip_ws();
+                self.expect(b':')?;
+                self.skip_ws();
+                match field {
+                    None => self.skip_member_value()?,
+                    Some((field, Want::Raw)) if self.peek() == Some(b'"') => {
+                        let (start, end, unicode) = self.raw_string()?;
+                        fields.value(field, Value::Raw(self.slice(start, end), unicode));
+                    }
+                    Some((field, _)) => {
+                        let value = self.scalar(1)?;
+                        fields.value(field, Value::Scalar(value));
+                    }
+                }
+                self.skip_ws();
+                match self.next() {
+                    Some(b',') => self.skip_ws(),
+                    Some(b'}') => break,
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// Validate and skip a member value of the top-level object, building
+    /// nothing.
+    #[inline(always)]
+    fn skip_member_value(&mut self) -> Result<(), Invalid> {
+        match self.peek() {
+            Some(b'"') => self.raw_string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            _ => self.skip_value(1),
+        }
+    }
+
+    /// A string at `pos` (the opening quote), validated but not unescaped:
+    /// the range of its raw text and whether it has `\\u` escapes.
+    #[inline(always)]
+    fn raw_string(&mut self) -> Result<(usize, usize, bool), Invalid> {
+        let start = self.pos + 1;
+        let mut at = find_special(self.bytes, start).ok_or(Invalid)?;
+        let mut unicode = false;
+        loop {
+            match self.bytes[at] {
+                b'"' => {
+                    self.pos = at + 1;
+                    return Ok((start, at, unicode));
+                }
+                b'\\' => {
+                    unicode |= self.bytes.get(at + 1) == Some(&b'u');
+                    let (_, next) = self.escape(at + 1)?;
+                    at = find_special(self.bytes, next).ok_or(Invalid)?;
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
@@ -345,8 +566,9 @@ impl<'a> Scanner<'a> {
         debug_assert!(self.text.is_char_boundary(start) && self.text.is_char_boundary(end));
         debug_assert!(start <= end && end <= self.text.len());
         // SAFETY: every caller passes `start` right after an ASCII byte (an
-        // opening quote or an escape sequence) and `end` at an ASCII byte (a
-        // closing quote or a backslash) of `text`, both within `text`. An
+        // opening quote or an escape sequence), at an ASCII byte, or at 0, and `end` at an ASCII
+        // byte (a closing quote or a backslash) or at `text.len()`, with
+        // `start <= end <= text.len()`. An
         // ASCII byte is never part of a multi-byte UTF-8 sequence, so both
         // are char boundaries of the valid UTF-8 `text`.
         unsafe { self.text.get_unchecked(start..end) }

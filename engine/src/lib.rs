@@ -9,6 +9,7 @@ pub mod live;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod process;
 pub mod replay;
 pub mod source;
 pub mod watermark;

@@ -39,6 +39,36 @@ pub struct Summary {
     pub lines_per_sec: f64,
     /// Threads that decoded input.
     pub decode_threads: usize,
+    /// From the watermark closing windows to their lines being written.
+    pub window_close_latency_us: LatencySummary,
+    /// Peak resident memory of the process (Linux).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Percentiles of an HdrHistogram of latencies, in microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl LatencySummary {
+    /// Summarise a histogram of nanoseconds.
+    pub fn from_nanos(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        let us = |ns: u64| ns as f64 / 1e3;
+        Self {
+            p50: us(histogram.value_at_quantile(0.5)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            max: us(histogram.max()),
+        }
+    }
 }
 
 /// Errors that stop a replay before or while reading (bad input lines never do).
@@ -102,6 +132,8 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         windows,
         closed: Vec::new(),
         progress: Progress::new(size, started),
+        close_latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+            .expect("valid bounds"),
     };
     let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
     let read = if threads <= 1 {
@@ -125,6 +157,8 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         totals,
         elapsed_secs: elapsed.as_secs_f64(),
         decode_threads: threads.max(1),
+        window_close_latency_us: LatencySummary::from_nanos(&sink.close_latency),
+        peak_rss_bytes: crate::process::peak_rss_bytes(),
     })
 }
 
@@ -139,12 +173,17 @@ struct Sink {
     windows: WindowWriter,
     closed: Vec<WindowResult>,
     progress: Progress,
+    close_latency: hdrhistogram::Histogram<u64>,
 }
 
 impl Sink {
     fn write_closed(&mut self) -> io::Result<()> {
         for window in self.closed.drain(..) {
             self.windows.write(&window)?;
+        }
+        if let Some(started) = self.pipeline.take_close_started() {
+            self.close_latency
+                .saturating_record(started.elapsed().as_nanos().max(1) as u64);
         }
         Ok(())
     }

@@ -1,0 +1,33 @@
+//! Facts about this process: resident memory, from `/proc/self/status`.
+
+/// Peak resident set size so far, in bytes (Linux; `None` elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|kib| kib * 1024)
+}
+
+/// Current resident set size, in bytes (Linux; `None` elsewhere).
+pub fn current_rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resident_memory_is_known_on_linux() {
+        if cfg!(target_os = "linux") {
+            // Current first: the peak can only have grown since.
+            let current = super::current_rss_bytes().unwrap();
+            let peak = super::peak_rss_bytes().unwrap();
+            assert!(
+                peak >= current && current > 0,
+                "peak {peak} current {current}"
+            );
+        }
+    }
+}
