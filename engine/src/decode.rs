@@ -153,7 +153,7 @@ struct Record<'a> {
     gender: Option<Text<'a>>,
     location: Option<Text<'a>>,
     state: Option<Text<'a>>,
-    /// Raw JSON text (escapes kept), and whether it has `\\u` escapes.
+    /// Raw JSON text (escapes kept), and whether it has `\u` escapes.
     user_agent: Option<(&'a str, bool)>,
     /// A known key held a value of the wrong type.
     wrong_type: bool,
@@ -473,6 +473,7 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const BOUNDS: TimeBounds = TimeBounds {
         min_ms: EARLIEST_VALID_MS,
@@ -600,5 +601,343 @@ mod tests {
             rejected(br#"{"ts":1e300,"userId":"1","song":"s"}"#),
             RejectReason::TimestampOutOfRange
         );
+    }
+
+    #[test]
+    fn raw_user_agents_classify_like_unescaped_ones() {
+        for (json, device) in [
+            (
+                r#""\"Mozilla/5.0 (iPad; CPU OS 7_1_2 like Mac OS X)\"""#,
+                Device::Ipad,
+            ),
+            (r#""\u0028Windows NT""#, Device::Windows),
+            (r#""x (\u0057indows NT""#, Device::Windows),
+            (r#""x (\"Windows NT""#, Device::Windows),
+            (r#""\\(Macintosh""#, Device::Mac),
+            (r#""Mac\u0020OS X""#, Device::Mac),
+            (r#""\n""#, Device::Other),
+            (r#""""#, Device::Unknown),
+        ] {
+            let line =
+                format!(r#"{{"ts":1700000000000,"userId":"1","song":"s","userAgent":{json}}}"#);
+            assert_eq!(listen(&line).dims.device, device, "{line}");
+        }
+    }
+
+    /// What `decode` returns, owned, for comparing with the reference.
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Stream {
+            time_ms: i64,
+            user: u64,
+            artist: String,
+            song: String,
+            dims: Dimensions,
+            duration_ms: Option<u32>,
+        },
+        NotAStream,
+        Rejected(RejectReason),
+    }
+
+    fn owned(decoded: Decoded<'_>) -> Owned {
+        match decoded {
+            Decoded::Stream(l) => Owned::Stream {
+                time_ms: l.time_ms,
+                user: l.user.hash(),
+                artist: l.artist.into_owned(),
+                song: l.song.into_owned(),
+                dims: l.dims,
+                duration_ms: l.duration_ms,
+            },
+            Decoded::NotAStream => Owned::NotAStream,
+            Decoded::Rejected(reason) => Owned::Rejected(reason),
+        }
+    }
+
+    /// The members of a JSON object in order, duplicates included.
+    struct Entries(Vec<(String, serde_json::Value)>);
+
+    impl<'de> serde::Deserialize<'de> for Entries {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Entries;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Entries, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        out.push(entry);
+                    }
+                    Ok(Entries(out))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+
+    /// The decoding rules written out from scratch over serde_json, with the
+    /// dimension parsers applied to unescaped values.
+    fn reference(line: &[u8], bounds: TimeBounds) -> Owned {
+        use serde_json::Value as J;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Owned::Rejected(RejectReason::EmptyLine);
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Owned::Rejected(RejectReason::InvalidUtf8);
+        };
+        match serde_json::from_str::<J>(text) {
+            Err(_) => return Owned::Rejected(RejectReason::InvalidJson),
+            Ok(J::Object(_)) => {}
+            Ok(_) => return Owned::Rejected(RejectReason::WrongType),
+        }
+        let Entries(entries) = serde_json::from_str(text).unwrap();
+        // Last value of each known key; `Err` marks a wrong type anywhere.
+        let mut last: std::collections::HashMap<&str, &J> = Default::default();
+        // The scanner reads `-0` as the integer 0 (see its number tests),
+        // serde_json as the float -0.0 (the lines here never hold `-0.0`).
+        let integer = |v: &J| {
+            let negative_zero = v.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative());
+            v.as_i64().or((v.is_f64() && negative_zero).then_some(0))
+        };
+        for (key, value) in &entries {
+            let ok = match key.as_str() {
+                "ts" | "timestamp" | "length" | "duration" => value.is_number() || value.is_null(),
+                "userId" | "user_id" => {
+                    value.is_string() || integer(value).is_some() || value.is_null()
+                }
+                "page" | "song" | "artist" | "level" | "gender" | "location" | "state"
+                | "userAgent" => value.is_string() || value.is_null(),
+                _ => true,
+            };
+            if !ok {
+                return Owned::Rejected(RejectReason::WrongType);
+            }
+            last.insert(key, value);
+        }
+        let get = |key: &str| last.get(key).copied().filter(|v| !v.is_null());
+        let string = |key: &str| get(key).map(|v| v.as_str().unwrap().to_owned());
+        let time = |key: &str| {
+            get(key).map(|v| match v.as_i64() {
+                Some(n) if (n.unsigned_abs() as f64) < 1e11 => n.saturating_mul(1000),
+                Some(n) => n,
+                None => {
+                    let f = v.as_f64().unwrap();
+                    let ms = if f.abs() < 1e11 { f * 1000.0 } else { f };
+                    ms.floor() as i64
+                }
+            })
+        };
+        let user = |key: &str| {
+            get(key).map(|v| match v {
+                J::String(s) => (s.is_empty(), user_hash(s.as_bytes())),
+                _ => (false, user_hash(integer(v).unwrap().to_string().as_bytes())),
+            })
+        };
+        if let Some(page) = string("page") {
+            if page != "NextSong" {
+                return Owned::NotAStream;
+            }
+        }
+        let simple = get("page").is_none() && get("ts").is_none();
+        let (time, user) = if simple {
+            (time("timestamp"), user("user_id").or(user("userId")))
+        } else {
+            (time("ts"), user("userId").or(user("user_id")))
+        };
+        let Some(time_ms) = time else {
+            return Owned::Rejected(RejectReason::MissingTimestamp);
+        };
+        if time_ms < bounds.min_ms || time_ms > bounds.max_ms {
+            return Owned::Rejected(RejectReason::TimestampOutOfRange);
+        }
+        let Some((false, user)) = user else {
+            return Owned::Rejected(RejectReason::MissingUser);
+        };
+        let Some(song) = string("song") else {
+            return Owned::Rejected(RejectReason::MissingSong);
+        };
+        let state = match (string("state"), string("location")) {
+            (Some(state), _) => UsState::from_code(&state),
+            (None, Some(location)) => UsState::from_location(&location),
+            (None, None) => UsState::UNKNOWN,
+        };
+        let or_empty = |key: &str| string(key).unwrap_or_default();
+        let seconds = get("length")
+            .or(get("duration"))
+            .map(|v| v.as_f64().unwrap())
+            .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s));
+        Owned::Stream {
+            time_ms,
+            user,
+            artist: or_empty("artist"),
+            song,
+            dims: Dimensions {
+                level: Level::parse(&or_empty("level")),
+                device: Device::from_user_agent(&or_empty("userAgent")),
+                state,
+                gender: Gender::parse(&or_empty("gender")),
+            },
+            duration_ms: seconds.map(|s| (s * 1000.0).round() as u32),
+        }
+    }
+
+    /// A JSON string literal built from EventSim-ish pieces, escapes that
+    /// spell letters and punctuation included.
+    fn json_string() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "Mozilla/5.0 ",
+                "(",
+                "Windows NT 6.1",
+                "Macintosh",
+                "iPhone",
+                "iPad",
+                "X11",
+                "Android",
+                "Linux",
+                "Mac OS X",
+                "; ",
+                ", ",
+                "-",
+                "CA",
+                "NC",
+                "sc",
+                " TX ",
+                "NextSong",
+                "Home",
+                "paid",
+                "FREE",
+                "M",
+                "f",
+                "\\\"",
+                "\\\\",
+                "\\/",
+                "\\n",
+                "\\t",
+                "\\u0028",
+                "\\u0057indows",
+                "\\u0069Phone",
+                "\\u002c ",
+                "\\u0020",
+                "\\u00e9",
+                "\\ud83c\\udfb5",
+                "é",
+                "🎵",
+                "ǅ",
+                "\u{2003}",
+                "Los Angeles",
+            ])
+            .prop_map(str::to_owned),
+            "[ -~&&[^\"\\\\]]{0,6}",
+        ];
+        prop::collection::vec(piece, 0..6).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    fn json_member_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => json_string(),
+            2 => (1_600_000_000_000i64..1_800_000_000_000).prop_map(|n| n.to_string()),
+            1 => (1_600_000_000i64..1_800_000_000).prop_map(|n| n.to_string()),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => (-10.0f64..100_000.0).prop_map(|f| format!("{f:?}")),
+            1 => prop::sample::select(vec![
+                "null", "true", "false", "[]", "{\"a\":[1,\"\\u00e9\"]}", "1e400", "-0",
+                "1.5e12", "18446744073709551615", "\"\"",
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn json_key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "ts",
+            "timestamp",
+            "userId",
+            "user_id",
+            "page",
+            "song",
+            "artist",
+            "length",
+            "duration",
+            "level",
+            "gender",
+            "location",
+            "state",
+            "userAgent",
+            "sessionId",
+            "auth",
+            "\\u0074s",
+            "us\\u0065rAgent",
+            "song ",
+            "",
+        ])
+        .prop_map(|k| format!("\"{k}\""))
+    }
+
+    /// An EventSim-like line: mostly the usual keys with plausible values,
+    /// some random members, optionally one corrupted byte.
+    fn decode_line() -> impl Strategy<Value = Vec<u8>> {
+        let usual = (
+            prop_oneof![Just("\"NextSong\"".to_owned()), json_member_value()],
+            json_member_value(),
+            json_member_value(),
+            prop::collection::vec(any::<bool>(), 6),
+        );
+        let extra = prop::collection::vec((json_key(), json_member_value()), 0..6);
+        let corrupt = prop::option::of((any::<prop::sample::Index>(), 0..3u8, any::<u8>()));
+        (usual, extra, corrupt, any::<bool>()).prop_map(
+            |((page, song, agent, keep), extra, corrupt, ws)| {
+                let mut members = vec![
+                    ("\"ts\"".to_owned(), "1700000000000".to_owned()),
+                    ("\"userId\"".to_owned(), "\"1046\"".to_owned()),
+                    ("\"page\"".to_owned(), page),
+                    ("\"song\"".to_owned(), song),
+                    ("\"userAgent\"".to_owned(), agent),
+                    (
+                        "\"location\"".to_owned(),
+                        "\"Charlotte-Concord, NC-SC\"".to_owned(),
+                    ),
+                ];
+                let mut kept: Vec<_> = members
+                    .drain(..)
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(m, _)| m)
+                    .collect();
+                kept.extend(extra);
+                let sep = if ws { " , " } else { "," };
+                let body: Vec<String> = kept.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                let mut line = format!("{{{}}}", body.join(sep)).into_bytes();
+                if let Some((at, edit, byte)) = corrupt {
+                    let i = at.index(line.len());
+                    match edit {
+                        0 => {
+                            line.remove(i);
+                        }
+                        1 => line.insert(i, byte),
+                        _ => line[i] = byte,
+                    }
+                }
+                line
+            },
+        )
+    }
+
+    proptest! {
+        /// Oracle: `decode` agrees with a from-scratch decode over serde_json.
+        #[test]
+        fn decode_agrees_with_reference(line in decode_line()) {
+            prop_assert_eq!(
+                owned(decode(&line, BOUNDS)),
+                reference(&line, BOUNDS),
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
     }
 }

@@ -97,7 +97,7 @@ pub(crate) enum Want {
 pub(crate) enum Value<'a> {
     /// A decoded value.
     Scalar(Scalar<'a>),
-    /// A string's raw text between the quotes, and whether it has `\\u`
+    /// A string's raw text between the quotes, and whether it has `\u`
     /// escapes (the only ones that can stand for letters, digits or spaces).
     Raw(&'a str, bool),
 }
@@ -175,10 +175,12 @@ fn is_ascii(bytes: &[u8]) -> bool {
         }
         i += 32;
     }
-    // The last 16 and (overlapping) 32 bytes cover the rest.
+    // Fewer than 32 bytes are left: the 16 from `i` (or the last 16, when
+    // fewer are left) and the last 16 cover them.
     let last = len - 16;
-    let from = if i + 16 <= last { i } else { last };
-    // SAFETY: as above; `from + 16 <= len` and `last + 16 == len`.
+    let from = i.min(last);
+    // SAFETY: as above; `from <= last`, so `from + 16 <= len`, and
+    // `last + 16 == len`.
     let mask = unsafe {
         let a = _mm_loadu_si128(base.add(from).cast::<__m128i>());
         let b = _mm_loadu_si128(base.add(last).cast::<__m128i>());
@@ -510,7 +512,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at `pos` (the opening quote), validated but not unescaped:
-    /// the range of its raw text and whether it has `\\u` escapes.
+    /// the range of its raw text and whether it has `\u` escapes.
     #[inline(always)]
     fn raw_string(&mut self) -> Result<(usize, usize, bool), Invalid> {
         let start = self.pos + 1;
@@ -861,6 +863,20 @@ mod tests {
             out.push((String::from_utf8(k.to_vec()).unwrap(), v))
         })?;
         Ok(out)
+    }
+
+    #[test]
+    fn utf8_agrees_with_the_standard_library() {
+        for len in 0..100 {
+            for at in 0..len {
+                for byte in [0x80u8, 0xc3, 0xff, b'a'] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = byte;
+                    assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok(), "{len} {at}");
+                }
+            }
+        }
+        assert_eq!(utf8("é".repeat(40).as_bytes()), Some(&*"é".repeat(40)));
     }
 
     #[test]
