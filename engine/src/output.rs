@@ -20,18 +20,25 @@ pub fn open_writer(path: &str) -> io::Result<Box<dyn Write + Send>> {
 /// One JSON object per line, one line per window.
 pub struct WindowWriter {
     inner: Box<dyn Write + Send>,
+    line: Vec<u8>,
 }
 
 impl WindowWriter {
     /// Write to `inner`.
     pub fn new(inner: Box<dyn Write + Send>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            line: Vec::with_capacity(4096),
+        }
     }
 
-    /// Append one window.
+    /// Append one window. The line is rendered into a reused buffer first:
+    /// one write through the boxed writer instead of one per JSON token.
     pub fn write(&mut self, window: &WindowResult) -> io::Result<()> {
-        serde_json::to_writer(&mut self.inner, window)?;
-        self.inner.write_all(b"\n")
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, window)?;
+        self.line.push(b'\n');
+        self.inner.write_all(&self.line)
     }
 
     /// Append a window already rendered as JSON.

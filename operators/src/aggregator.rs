@@ -6,7 +6,7 @@
 //! panes, emitted once, and panes no open window needs are freed together
 //! with the song names only they referenced.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use thiserror::Error;
 
@@ -184,24 +184,34 @@ impl WindowAggregator {
         self.advance(i64::MAX, out);
     }
 
-    /// (end, window index) of windows with at least one pane, ending in (after, upto].
-    fn due_windows(&self, after: EventTimeMs, upto: EventTimeMs) -> BTreeSet<(EventTimeMs, usize)> {
-        let mut due = BTreeSet::new();
-        for &pane_start in self.panes.keys() {
-            for (index, spec) in self.windows.iter().enumerate() {
-                let slide = spec.slide_ms();
+    /// (end, window index) of windows with at least one pane, ending in
+    /// (after, upto], in emission order. Per window shape, the ends of windows
+    /// holding each pane form a run of slides; the runs of consecutive panes
+    /// are merged, so the cost is panes plus due windows, however far the
+    /// watermark jumps.
+    fn due_windows(&self, after: EventTimeMs, upto: EventTimeMs) -> Vec<(EventTimeMs, usize)> {
+        let mut due = Vec::new();
+        for (index, spec) in self.windows.iter().enumerate() {
+            let slide = spec.slide_ms();
+            let mut run: Option<(EventTimeMs, EventTimeMs)> = None;
+            for &pane_start in self.panes.keys() {
                 // Windows holding this pane end in [pane end, pane start + width].
-                let first_end = bucket_start(pane_start + self.pane_ms + slide - 1, slide);
-                let last_end = pane_start.saturating_add(spec.width_ms());
-                let mut end = first_end;
-                while end <= last_end && end <= upto {
-                    if end > after {
-                        due.insert((end, index));
+                let first = bucket_start(pane_start + self.pane_ms + slide - 1, slide);
+                let last = bucket_start(pane_start.saturating_add(spec.width_ms()), slide);
+                run = match run {
+                    Some((lo, hi)) if first <= hi.saturating_add(slide) => Some((lo, hi.max(last))),
+                    Some(done) => {
+                        push_ends(&mut due, done, slide, after, upto, index);
+                        Some((first, last))
                     }
-                    end += slide;
-                }
+                    None => Some((first, last)),
+                };
+            }
+            if let Some(done) = run {
+                push_ends(&mut due, done, slide, after, upto, index);
             }
         }
+        due.sort_unstable();
         due
     }
 
@@ -268,6 +278,26 @@ impl WindowAggregator {
     /// The configured windows.
     pub fn windows(&self) -> &[WindowSpec] {
         &self.windows
+    }
+}
+
+/// Ends in `lo..=hi` (multiples of `slide`) that fall in (after, upto].
+fn push_ends(
+    due: &mut Vec<(EventTimeMs, usize)>,
+    (lo, hi): (EventTimeMs, EventTimeMs),
+    slide: i64,
+    after: EventTimeMs,
+    upto: EventTimeMs,
+    index: usize,
+) {
+    let mut end = if after >= lo {
+        bucket_start(after, slide) + slide
+    } else {
+        lo
+    };
+    while end <= hi.min(upto) {
+        due.push((end, index));
+        end += slide;
     }
 }
 

@@ -403,10 +403,12 @@ fn naive_windows(shapes: &[Shape], top_k: usize, listens: &[Listen]) -> Vec<Expe
     all.into_iter().map(|(_, _, expected)| expected).collect()
 }
 
-/// `got_secs` is the histogram's value for `want_ms`: never below it, at most 1% above.
+/// `got_secs` is the histogram's value for `want_ms` rounded to whole
+/// seconds: never below that, at most 1% above.
 fn within_histogram_precision(got_secs: f64, want_ms: u64) -> bool {
-    let got_ms = (got_secs * 1000.0).round() as u64;
-    want_ms <= got_ms && got_ms <= want_ms + want_ms / 100 + 1
+    let want_secs = (want_ms + 500) / 1000;
+    let got = got_secs.round() as u64;
+    got_secs.fract() == 0.0 && want_secs <= got && got <= want_secs + want_secs / 100 + 1
 }
 
 /// The value of rank `ceil(q * n)` (at least 1), HdrHistogram's quantile definition.
