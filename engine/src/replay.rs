@@ -8,11 +8,13 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::WindowResult;
 use indicatif::{ProgressBar, ProgressStyle};
+use memmap2::Mmap;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -105,12 +107,12 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         path: input.to_owned(),
         source,
     };
-    let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if input == "-" {
-        (Box::new(io::stdin()), None)
+    let (source, size) = if input == "-" {
+        (Source::Stream(Box::new(io::stdin())), None)
     } else {
         let file = File::open(input).map_err(input_error)?;
         let size = file.metadata().ok().map(|m| m.len());
-        (Box::new(file), size)
+        (Source::open(file).map_err(input_error)?, size)
     };
     let output_error = |path: &str| {
         let path = path.to_owned();
@@ -137,9 +139,9 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
     };
     let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
     let read = if threads <= 1 {
-        replay_inline(reader, cap, &mut sink)
+        replay_inline(source, cap, &mut sink)
     } else {
-        replay_parallel(reader, cap, threads, &mut sink)
+        replay_parallel(source, cap, threads, &mut sink)
     };
     match read {
         Ok(()) => {}
@@ -198,7 +200,37 @@ impl Sink {
     }
 }
 
-fn replay_inline(reader: Box<dyn Read + Send>, cap: usize, sink: &mut Sink) -> Result<(), Failure> {
+/// The input: a regular file is memory-mapped (no copy through the kernel;
+/// the file must not be truncated while replay runs), anything else is read.
+enum Source {
+    Mapped(Arc<Mmap>),
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Source {
+    fn open(file: File) -> io::Result<Self> {
+        if !file.metadata()?.is_file() {
+            return Ok(Source::Stream(Box::new(file)));
+        }
+        // SAFETY: the map is only read. If another process truncates the
+        // file meanwhile, reads past the new end fault (SIGBUS); the README
+        // says to replay only files that are not being truncated.
+        match unsafe { Mmap::map(&file) } {
+            Ok(map) => {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                Ok(Source::Mapped(Arc::new(map)))
+            }
+            // Some files (e.g. on special file systems) cannot be mapped: read them.
+            Err(_) => Ok(Source::Stream(Box::new(file))),
+        }
+    }
+}
+
+fn replay_inline(source: Source, cap: usize, sink: &mut Sink) -> Result<(), Failure> {
+    let reader: Box<dyn Read + Send> = match source {
+        Source::Mapped(map) => Box::new(io::Cursor::new(MappedBytes(map))),
+        Source::Stream(reader) => reader,
+    };
     let mut lines = LineReader::new(reader, cap);
     while let Some(line) = lines.next_line().map_err(Failure::Input)? {
         let bytes = line.bytes.len() + 1;
@@ -215,10 +247,35 @@ struct Span {
     end: u32,
 }
 
+/// A mapped file as a byte slice (for `io::Cursor`).
+struct MappedBytes(Arc<Mmap>);
+
+impl AsRef<[u8]> for MappedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Input bytes cut at a line boundary, or the kept head of one over-long line.
 struct Chunk {
-    data: Vec<u8>,
+    data: ChunkBytes,
     truncated_line: bool,
+}
+
+/// A chunk's bytes: read into a buffer, or a range of the mapped file.
+enum ChunkBytes {
+    Owned(Vec<u8>),
+    Mapped(Arc<Mmap>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Owned(bytes) => bytes,
+            ChunkBytes::Mapped(map, range) => &map[range.clone()],
+        }
+    }
 }
 
 /// A chunk with every line parsed; stream names live in `names`.
@@ -230,7 +287,7 @@ struct ParsedChunk {
 }
 
 fn replay_parallel(
-    reader: Box<dyn Read + Send>,
+    source: Source,
     cap: usize,
     threads: usize,
     sink: &mut Sink,
@@ -254,7 +311,13 @@ fn replay_parallel(
     }
     let reader_thread = thread::Builder::new()
         .name("reader".into())
-        .spawn(move || read_chunks(reader, cap, to_workers))
+        .spawn(move || match source {
+            Source::Mapped(map) => {
+                map_chunks(map, to_workers);
+                Ok(())
+            }
+            Source::Stream(reader) => read_chunks(reader, cap, to_workers),
+        })
         .expect("spawning the reader thread");
 
     // Chunk i went to worker i % threads: receiving round-robin restores input order.
@@ -282,6 +345,32 @@ fn replay_parallel(
     read.map_err(Failure::Input)
 }
 
+/// Cut a mapped file into chunks of whole lines (no copy). A line longer
+/// than a chunk simply makes a longer chunk: it is mapped, not buffered, and
+/// refused by length before anything parses it.
+fn map_chunks(map: Arc<Mmap>, workers: Vec<SyncSender<Chunk>>) {
+    let len = map.len();
+    let mut start = 0;
+    for turn in 0.. {
+        if start >= len {
+            return;
+        }
+        let target = (start + CHUNK_BYTES).min(len);
+        let end = match memchr::memchr(b'\n', &map[target - 1..]) {
+            Some(offset) => target + offset,
+            None => len,
+        };
+        let chunk = Chunk {
+            data: ChunkBytes::Mapped(Arc::clone(&map), start..end),
+            truncated_line: false,
+        };
+        if workers[turn % workers.len()].send(chunk).is_err() {
+            return;
+        }
+        start = end;
+    }
+}
+
 /// Read blocks straight into chunk buffers and cut them after their last
 /// newline; a line that grows past `cap` is sent alone, truncated, and the
 /// rest of it skipped (as [`LineReader`] does).
@@ -294,7 +383,7 @@ fn read_chunks(
     let mut send = |data: Vec<u8>, truncated_line: bool| -> bool {
         let sent = workers[turn % workers.len()]
             .send(Chunk {
-                data,
+                data: ChunkBytes::Owned(data),
                 truncated_line,
             })
             .is_ok();

@@ -158,6 +158,31 @@ fn parallel_decode_gives_the_same_results_as_inline() {
     }
 }
 
+#[test]
+fn stdin_and_a_mapped_file_give_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::eventsim_file(dir.path());
+    let (from_file, _) = common::replay(&input, dir.path(), &[]);
+    for threads in ["1", "2"] {
+        let output = common::downbeat()
+            .args(["replay", "--input", "-", "--decode-threads", threads])
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let from_stdin: Vec<Value> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(from_stdin, from_file, "stdin with {threads} decode threads");
+    }
+}
+
 fn is_subset(expected: &Value, got: &Value) -> bool {
     match (expected, got) {
         (Value::Object(e), Value::Object(g)) => e
