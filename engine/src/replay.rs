@@ -563,7 +563,7 @@ mod tests {
         let mut lines = Vec::new();
         for chunk in rx {
             if chunk.truncated_line {
-                lines.push((chunk.data.clone(), true));
+                lines.push((chunk.data.to_vec(), true));
                 continue;
             }
             for span in split_lines(&chunk.data) {
@@ -600,6 +600,36 @@ mod tests {
             chunked_lines(&input, 64 << 20),
             reader_lines(&input, 64 << 20)
         );
+    }
+
+    #[test]
+    fn mapped_chunks_split_like_the_line_reader() {
+        let mut input = Vec::new();
+        for i in 0..60_000 {
+            input.extend_from_slice(format!("line {i} {}\n", "z".repeat(i % 113)).as_bytes());
+        }
+        input.extend_from_slice(b"\r\n\nno newline at the end");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &input).unwrap();
+        let Source::Mapped(map) = Source::open(File::open(file.path()).unwrap()).unwrap() else {
+            panic!("a regular file is mapped");
+        };
+        let (tx, rx) = sync_channel::<Chunk>(1024);
+        map_chunks(map, vec![tx]);
+        let mut lines = Vec::new();
+        let mut chunks = 0;
+        for chunk in rx {
+            chunks += 1;
+            assert!(!chunk.truncated_line);
+            for span in split_lines(&chunk.data) {
+                lines.push((
+                    chunk.data[span.start as usize..span.end as usize].to_vec(),
+                    false,
+                ));
+            }
+        }
+        assert!(chunks > 2, "the input spans several chunks");
+        assert_eq!(lines, reader_lines(&input, 64 << 20));
     }
 
     #[test]

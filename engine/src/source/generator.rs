@@ -916,17 +916,12 @@ fn build_catalogue(config: &GeneratorConfig) -> (Vec<Box<str>>, Vec<Song>) {
 
     let artist_count = config.artists as usize;
     let specials = SPECIAL_ARTISTS.len().min((artist_count / 20).max(1));
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut artists: Vec<String> = SPECIAL_ARTISTS[..specials]
-        .iter()
-        .map(|name| name.to_string())
-        .collect();
-    taken.extend(artists.iter().cloned());
-    while artists.len() < artist_count {
-        let name = unique_name(&mut rng, &mut taken, artists.len(), artist_name);
-        artists.push(name);
-    }
-    rng.shuffle(&mut artists);
+    let artists = shuffled_names(
+        &mut rng,
+        &SPECIAL_ARTISTS[..specials],
+        artist_count,
+        artist_name,
+    );
     // The first special artist gets the song placed near the top, below.
     let special_artist = artists
         .iter()
@@ -935,17 +930,12 @@ fn build_catalogue(config: &GeneratorConfig) -> (Vec<Box<str>>, Vec<Song>) {
 
     let song_count = config.songs as usize;
     let specials = SPECIAL_TITLES.len().min((song_count / 100).max(1));
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut titles: Vec<String> = SPECIAL_TITLES[..specials]
-        .iter()
-        .map(|title| title.to_string())
-        .collect();
-    taken.extend(titles.iter().cloned());
-    while titles.len() < song_count {
-        let title = unique_name(&mut rng, &mut taken, titles.len(), song_title);
-        titles.push(title);
-    }
-    rng.shuffle(&mut titles);
+    let mut titles = shuffled_names(
+        &mut rng,
+        &SPECIAL_TITLES[..specials],
+        song_count,
+        song_title,
+    );
     // Make sure escaping is exercised by ordinary traffic: one special title, by a special
     // artist, goes among the ten most popular songs.
     let special_title = titles
@@ -983,6 +973,23 @@ fn build_catalogue(config: &GeneratorConfig) -> (Vec<Box<str>>, Vec<Song>) {
         .collect();
     let artists = artists.into_iter().map(String::into_boxed_str).collect();
     (artists, songs)
+}
+
+/// `count` distinct names: the `specials` first, the rest made by `make`, shuffled.
+fn shuffled_names(
+    rng: &mut Rng,
+    specials: &[&str],
+    count: usize,
+    make: fn(&mut Rng) -> String,
+) -> Vec<String> {
+    let mut names: Vec<String> = specials.iter().map(|name| name.to_string()).collect();
+    let mut taken: HashSet<String> = names.iter().cloned().collect();
+    while names.len() < count {
+        let name = unique_name(rng, &mut taken, names.len(), make);
+        names.push(name);
+    }
+    rng.shuffle(&mut names);
+    names
 }
 
 /// Draws names with `make` until one is new (then records it); after a few collisions,
