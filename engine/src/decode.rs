@@ -12,6 +12,7 @@
 //! from 1e11 on. Missing values may be `null` or absent keys.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use downbeat_operators::{user_hash, Device, Dimensions, Gender, Level, UsState};
 
@@ -317,7 +318,7 @@ fn device_from_raw(raw: &str, unicode: bool) -> Device {
         return Device::from_user_agent(&json_scan::unescape(raw));
     }
     // The fast path of `Device::from_user_agent`, without its char search.
-    if let Some(open) = raw.bytes().position(|b| b == b'(') {
+    if let Some(open) = find_open_paren(raw.as_bytes()) {
         let platform = &raw.as_bytes()[open + 1..];
         for (token, device) in [
             (&b"Windows"[..], Device::Windows),
@@ -332,6 +333,32 @@ fn device_from_raw(raw: &str, unicode: bool) -> Device {
         }
     }
     Device::from_user_agent(raw)
+}
+
+/// Index of the first `(` in `bytes`. User agents have it within their
+/// first 16 bytes, which one SSE2 compare covers.
+#[inline]
+fn find_open_paren(bytes: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= 16 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of the x86_64 baseline; `bytes` holds at
+        // least the 16 bytes the unaligned load reads.
+        let mask = unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'(' as i8))) as u32
+        };
+        if mask != 0 {
+            return Some(mask.trailing_zeros() as usize);
+        }
+        return bytes[16..]
+            .iter()
+            .position(|&b| b == b'(')
+            .map(|at| 16 + at);
+    }
+    bytes.iter().position(|&b| b == b'(')
 }
 
 /// [`UsState::from_location`] with byte searches: the state code after the
@@ -349,7 +376,27 @@ fn state_from_location(location: &str) -> UsState {
         Some(dash) => &states[..dash],
         None => states,
     };
-    UsState::from_code(first)
+    state_from_code(first)
+}
+
+/// [`UsState::from_code`] of every two upper-case letters, `AA` to `ZZ`.
+static STATE_BY_UPPER_PAIR: LazyLock<[UsState; 26 * 26]> = LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        let code = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
+        UsState::from_code(std::str::from_utf8(&code).expect("ASCII letters"))
+    })
+});
+
+/// [`UsState::from_code`], by table lookup for the usual two upper-case
+/// letters (which that function's whitespace trim leaves as they are).
+#[inline]
+fn state_from_code(code: &str) -> UsState {
+    if let &[a, b] = code.as_bytes() {
+        if a.is_ascii_uppercase() && b.is_ascii_uppercase() {
+            return STATE_BY_UPPER_PAIR[usize::from(a - b'A') * 26 + usize::from(b - b'A')];
+        }
+    }
+    UsState::from_code(code)
 }
 
 impl<'a> Record<'a> {
@@ -378,7 +425,7 @@ impl<'a> Record<'a> {
             return Decoded::Rejected(RejectReason::MissingSong);
         };
         let state = match (&self.state, &self.location) {
-            (Some(state), _) => UsState::from_code(&state.0),
+            (Some(state), _) => state_from_code(&state.0),
             (None, Some(location)) => state_from_location(&location.0),
             (None, None) => UsState::UNKNOWN,
         };

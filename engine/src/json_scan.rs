@@ -286,8 +286,8 @@ fn find_special_swar(bytes: &[u8], from: usize) -> Option<usize> {
 #[inline(always)]
 fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_setzero_si128, _mm_subs_epu8,
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_xor_si128,
     };
     /// Bit `k` set where byte `k` of the 16 at `block` is special.
     ///
@@ -301,20 +301,30 @@ fn find_special(bytes: &[u8], from: usize) -> Option<usize> {
         // load reads.
         unsafe {
             let v = _mm_loadu_si128(block.cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            // Flipping bit 1 maps the quote (0x22) to 0x20 and the controls
+            // (below 0x20) onto themselves, and every other byte above 0x20:
+            // one unsigned `<= 0x20` finds both.
+            let flipped = _mm_xor_si128(v, _mm_set1_epi8(0x02));
+            let quote_or_control =
+                _mm_cmpeq_epi8(_mm_min_epu8(flipped, _mm_set1_epi8(0x20)), flipped);
             let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // `v - 0x1f` saturates to zero exactly for bytes below 0x20.
-            let control =
-                _mm_cmpeq_epi8(_mm_subs_epu8(v, _mm_set1_epi8(0x1f)), _mm_setzero_si128());
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            _mm_movemask_epi8(_mm_or_si128(quote_or_control, backslash)) as u32
         }
     }
     let len = bytes.len();
-    if len < 16 {
-        return find_special_bytewise(bytes, from);
-    }
     let base = bytes.as_ptr();
     let mut i = from;
+    // Most strings (keys and short values) end within their first block.
+    if from + 16 <= len {
+        // SAFETY: `from + 16 <= len`, so the block lies within `bytes`.
+        let mask = unsafe { mask16(base.add(from)) };
+        if mask != 0 {
+            return Some(from + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    } else if len < 16 {
+        return find_special_bytewise(bytes, from);
+    }
     while i + 16 <= len {
         // SAFETY: `i + 16 <= len`, so the block lies within `bytes`.
         let mask = unsafe { mask16(base.add(i)) };
@@ -411,6 +421,28 @@ fn digits(bytes: &[u8], mut i: usize, mut mantissa: u64) -> (usize, u64) {
     (i, mantissa)
 }
 
+/// Where the run of ASCII digits from `i` ends, eight bytes at a time like
+/// [`digits`] but without their value.
+#[inline(always)]
+fn digit_run_end(bytes: &[u8], mut i: usize) -> usize {
+    const HIGH4: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // As in `digits`: the lowest flagged byte is the first non-digit.
+        let non_digit = ((word & HIGH4) ^ ZEROS) | ((word.wrapping_add(SIXES) & HIGH4) ^ ZEROS);
+        if non_digit != 0 {
+            return i + non_digit.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while let Some(b'0'..=b'9') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
 /// Powers of ten below 10^8, as integers.
 const POW10_U64: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
 
@@ -455,23 +487,30 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Like [`Scanner::object`], for a [`Fields`] visitor.
+    /// Like [`Scanner::object`], for a [`Fields`] visitor. Compact JSON
+    /// (no whitespace around `:` and `,`) takes the shortest path.
     #[inline(always)]
     fn object_fields<F: Fields<'a>>(&mut self, fields: &mut F) -> Result<(), Invalid> {
         self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                if self.peek() != Some(b'"') {
-                    return Err(Invalid);
-                }
-                let field = {
+        match self.peek() {
+            Some(b'}') => self.pos += 1,
+            Some(b'"') => loop {
+                // `pos` is at the key's opening quote.
+                let key_start = self.pos + 1;
+                let key_end = find_special(self.bytes, key_start).ok_or(Invalid)?;
+                let field = if self.byte_at(key_end) == b'"' {
+                    self.pos = key_end + 1;
+                    fields.field(self.slice(key_start, key_end).as_bytes())
+                } else {
                     let key = self.string()?;
                     fields.field(key.as_bytes())
                 };
-                self.skip_ws();
-                self.expect(b':')?;
+                if self.peek() == Some(b':') {
+                    self.pos += 1;
+                } else {
+                    self.skip_ws();
+                    self.expect(b':')?;
+                }
                 self.skip_ws();
                 match field {
                     None => self.skip_member_value()?,
@@ -479,18 +518,48 @@ impl<'a> Scanner<'a> {
                         let (start, end, unicode) = self.raw_string()?;
                         fields.value(field, Value::Raw(self.slice(start, end), unicode));
                     }
+                    Some((field, _)) if self.peek() == Some(b'"') => {
+                        // `Scanner::string`, with the value handed over in
+                        // each branch rather than through a `Cow` result.
+                        let start = self.pos + 1;
+                        let end = find_special(self.bytes, start).ok_or(Invalid)?;
+                        let text = match self.byte_at(end) {
+                            b'"' => {
+                                self.pos = end + 1;
+                                Cow::Borrowed(self.slice(start, end))
+                            }
+                            b'\\' => self.escaped_string(start, end)?,
+                            _ => return Err(Invalid),
+                        };
+                        fields.value(field, Value::Scalar(Scalar::Str(text)));
+                    }
                     Some((field, _)) => {
                         let value = self.scalar(1)?;
                         fields.value(field, Value::Scalar(value));
                     }
                 }
-                self.skip_ws();
-                match self.next() {
-                    Some(b',') => self.skip_ws(),
-                    Some(b'}') => break,
+                let separator = match self.peek() {
+                    Some(b @ (b',' | b'}')) => b,
+                    _ => {
+                        self.skip_ws();
+                        self.peek().ok_or(Invalid)?
+                    }
+                };
+                self.pos += 1;
+                match separator {
+                    b',' => {
+                        if self.peek() != Some(b'"') {
+                            self.skip_ws();
+                            if self.peek() != Some(b'"') {
+                                return Err(Invalid);
+                            }
+                        }
+                    }
+                    b'}' => break,
                     _ => return Err(Invalid),
                 }
-            }
+            },
+            _ => return Err(Invalid),
         }
         self.skip_ws();
         if self.pos == self.bytes.len() {
@@ -506,7 +575,23 @@ impl<'a> Scanner<'a> {
     fn skip_member_value(&mut self) -> Result<(), Invalid> {
         match self.peek() {
             Some(b'"') => self.raw_string().map(|_| ()),
-            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b'0'..=b'9') => {
+                // A plain integer of up to 18 digits is valid JSON whatever
+                // its digits; anything else goes through `number`.
+                let start = self.pos;
+                let end = digit_run_end(self.bytes, start);
+                let count = end - start;
+                if count <= 18
+                    && (count == 1 || self.byte_at(start) != b'0')
+                    && !matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E'))
+                {
+                    self.pos = end;
+                    Ok(())
+                } else {
+                    self.number().map(|_| ())
+                }
+            }
+            Some(b'-') => self.number().map(|_| ()),
             _ => self.skip_value(1),
         }
     }
@@ -519,19 +604,35 @@ impl<'a> Scanner<'a> {
         let mut at = find_special(self.bytes, start).ok_or(Invalid)?;
         let mut unicode = false;
         loop {
-            match self.bytes[at] {
+            match self.byte_at(at) {
                 b'"' => {
                     self.pos = at + 1;
                     return Ok((start, at, unicode));
                 }
                 b'\\' => {
-                    unicode |= self.bytes.get(at + 1) == Some(&b'u');
-                    let (_, next) = self.escape(at + 1)?;
+                    let next = match self.bytes.get(at + 1) {
+                        // The two-byte escapes need no decoding to validate.
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+                        Some(b'u') => {
+                            unicode = true;
+                            self.escape(at + 1)?.1
+                        }
+                        _ => return Err(Invalid),
+                    };
                     at = find_special(self.bytes, next).ok_or(Invalid)?;
                 }
                 _ => return Err(Invalid),
             }
         }
+    }
+
+    /// The byte at `at`, an index [`find_special`] returned.
+    #[inline(always)]
+    fn byte_at(&self, at: usize) -> u8 {
+        debug_assert!(at < self.bytes.len());
+        // SAFETY: `find_special` only returns indices of bytes it found in
+        // `self.bytes`, so `at < self.bytes.len()`.
+        unsafe { *self.bytes.get_unchecked(at) }
     }
 
     #[inline(always)]
@@ -605,7 +706,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, Invalid> {
         let start = self.pos + 1;
         let end = find_special(self.bytes, start).ok_or(Invalid)?;
-        match self.bytes[end] {
+        match self.byte_at(end) {
             b'"' => {
                 self.pos = end + 1;
                 Ok(Cow::Borrowed(self.slice(start, end)))
