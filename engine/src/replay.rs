@@ -103,6 +103,10 @@ pub enum ReplayError {
 /// Replay `input` (`-` = stdin) through the pipeline, writing windows to `output`.
 pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, ReplayError> {
     let started = Instant::now();
+    let threads = match config.input.decode_threads {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let input_error = |source| ReplayError::Input {
         path: input.to_owned(),
         source,
@@ -112,7 +116,7 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
     } else {
         let file = File::open(input).map_err(input_error)?;
         let size = file.metadata().ok().map(|m| m.len());
-        (Source::open(file).map_err(input_error)?, size)
+        (Source::open(file, threads > 1).map_err(input_error)?, size)
     };
     let output_error = |path: &str| {
         let path = path.to_owned();
@@ -125,10 +129,6 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
     };
     let metrics = Metrics::new();
     let pipeline = Pipeline::new(config.pipeline()?, &metrics, rejects, now_ms())?;
-    let threads = match config.input.decode_threads {
-        0 => thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
     let mut sink = Sink {
         pipeline,
         windows,
@@ -208,8 +208,9 @@ enum Source {
 }
 
 impl Source {
-    fn open(file: File) -> io::Result<Self> {
-        if !file.metadata()?.is_file() {
+    /// Map `file` when `map` is set and it is a regular file; read it otherwise.
+    fn open(file: File, map: bool) -> io::Result<Self> {
+        if !map || !file.metadata()?.is_file() {
             return Ok(Source::Stream(Box::new(file)));
         }
         // SAFETY: the map is only read. If another process truncates the
@@ -266,6 +267,30 @@ struct Chunk {
 enum ChunkBytes {
     Owned(Vec<u8>),
     Mapped(Arc<Mmap>, std::ops::Range<usize>),
+}
+
+impl ChunkBytes {
+    /// Done with these bytes: drop a mapped range's pages from this process
+    /// (they stay in the page cache), so resident memory follows the chunks
+    /// in flight rather than the whole file.
+    fn release(&self) {
+        let ChunkBytes::Mapped(map, range) = self else {
+            return;
+        };
+        const PAGE: usize = 4096;
+        // Whole pages inside the range only: neighbouring chunks share the edge pages.
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the mapping is a read-only view of a file; MADV_DONTNEED
+            // on it only unmaps pages, and any later read faults them back in
+            // from the file with the same contents. No other chunk uses these
+            // whole pages.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
 }
 
 impl std::ops::Deref for ChunkBytes {
@@ -335,6 +360,7 @@ fn replay_parallel(
                 break 'chunks;
             }
         }
+        parsed.chunk.data.release();
     }
     drop(from_workers);
     let read = reader_thread.join().expect("reader thread panicked");
@@ -611,7 +637,8 @@ mod tests {
         input.extend_from_slice(b"\r\n\nno newline at the end");
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &input).unwrap();
-        let Source::Mapped(map) = Source::open(File::open(file.path()).unwrap()).unwrap() else {
+        let Source::Mapped(map) = Source::open(File::open(file.path()).unwrap(), true).unwrap()
+        else {
             panic!("a regular file is mapped");
         };
         let (tx, rx) = sync_channel::<Chunk>(1024);
