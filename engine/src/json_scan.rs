@@ -479,12 +479,7 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        self.skip_ws();
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(Invalid)
-        }
+        self.at_end()
     }
 
     /// Like [`Scanner::object`], for a [`Fields`] visitor. Compact JSON
@@ -561,12 +556,7 @@ impl<'a> Scanner<'a> {
             },
             _ => return Err(Invalid),
         }
-        self.skip_ws();
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(Invalid)
-        }
+        self.at_end()
     }
 
     /// Validate and skip a member value of the top-level object, building
@@ -650,6 +640,17 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
         if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// Only whitespace may follow the top-level value.
+    #[inline]
+    fn at_end(&mut self) -> Result<(), Invalid> {
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
             Ok(())
         } else {
             Err(Invalid)
