@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use downbeat_operators::{Device, Gender, Level, UsState, WindowResult};
+use downbeat_operators::{Device, Gender, Level, SongCount, UsState, WindowResult};
 use hdrhistogram::Histogram as HdrHistogram;
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -53,7 +53,8 @@ pub struct Metrics {
     close_latency_hdr: Mutex<HdrHistogram<u64>>,
     live_panes: IntGauge,
     interned_songs: IntGauge,
-    leaderboards: Mutex<BTreeMap<String, Vec<(String, String, u64)>>>,
+    /// Latest top songs per window label, to rebuild the rank series.
+    leaderboards: Mutex<BTreeMap<String, Vec<SongCount>>>,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -195,25 +196,18 @@ impl Metrics {
             .with_label_values(&[window_label])
             .inc();
         let mut boards = self.leaderboards.lock().unwrap_or_else(|e| e.into_inner());
-        boards.insert(
-            window_label.to_owned(),
-            result
-                .top_songs
-                .iter()
-                .map(|s| (s.artist.clone(), s.song.clone(), s.streams))
-                .collect(),
-        );
+        boards.insert(window_label.to_owned(), result.top_songs.clone());
         // Reset and re-add so ranks and titles of the previous window vanish.
         self.top_song_streams.reset();
         self.top_song_info.reset();
         for (window, board) in boards.iter() {
-            for (index, (artist, song, streams)) in board.iter().enumerate() {
+            for (index, entry) in board.iter().enumerate() {
                 let rank = (index + 1).to_string();
                 self.top_song_streams
                     .with_label_values(&[window, &rank])
-                    .set(*streams as i64);
+                    .set(entry.streams as i64);
                 self.top_song_info
-                    .with_label_values(&[window, &rank, artist, song])
+                    .with_label_values(&[window, &rank, &entry.artist, &entry.song])
                     .set(1);
             }
         }
