@@ -12,11 +12,10 @@
 //! from 1e11 on. Missing values may be `null` or absent keys.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
 use downbeat_operators::{user_hash, Device, Dimensions, Gender, Level, UsState};
 
-use crate::json_scan::{self, scan_fields, Fields, Scalar, ScanError, Value, Want};
+use crate::json_scan::{self, scan_fields, ExpectedKey, Fields, Scalar, ScanError, Value, Want};
 
 /// Why a line was refused. The set is fixed so metric labels stay bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -227,6 +226,7 @@ fn number_value(value: Scalar<'_>) -> Result<Option<f64>, WrongType> {
     }
 }
 
+#[inline]
 fn time_value(value: Scalar<'_>) -> Result<Option<Timestamp>, WrongType> {
     match value {
         Scalar::Int(n) => Ok(Some(Timestamp::from_i64(n))),
@@ -247,6 +247,28 @@ fn user_value(value: Scalar<'_>) -> Result<Option<UserKey<'_>>, WrongType> {
 
 impl<'a> Fields<'a> for Record<'a> {
     type Field = Field;
+
+    /// EventSim's key order.
+    const EXPECTED: &'static [ExpectedKey<Field>] = &[
+        ExpectedKey::new("ts", Some((Field::Ts, Want::Scalar))),
+        ExpectedKey::new("userId", Some((Field::UserIdCamel, Want::Scalar))),
+        ExpectedKey::new("sessionId", None),
+        ExpectedKey::new("page", Some((Field::Page, Want::Scalar))),
+        ExpectedKey::new("auth", None),
+        ExpectedKey::new("method", None),
+        ExpectedKey::new("status", None),
+        ExpectedKey::new("level", Some((Field::Level, Want::Scalar))),
+        ExpectedKey::new("itemInSession", None),
+        ExpectedKey::new("location", Some((Field::Location, Want::Scalar))),
+        ExpectedKey::new("userAgent", Some((Field::UserAgent, Want::Raw))),
+        ExpectedKey::new("lastName", None),
+        ExpectedKey::new("firstName", None),
+        ExpectedKey::new("registration", None),
+        ExpectedKey::new("gender", Some((Field::Gender, Want::Scalar))),
+        ExpectedKey::new("artist", Some((Field::Artist, Want::Scalar))),
+        ExpectedKey::new("song", Some((Field::Song, Want::Scalar))),
+        ExpectedKey::new("length", Some((Field::Length, Want::Scalar))),
+    ];
 
     #[inline(always)]
     fn field(&mut self, key: &[u8]) -> Option<(Field, Want)> {
@@ -317,86 +339,63 @@ fn device_from_raw(raw: &str, unicode: bool) -> Device {
     if unicode {
         return Device::from_user_agent(&json_scan::unescape(raw));
     }
-    // The fast path of `Device::from_user_agent`, without its char search.
-    if let Some(open) = find_open_paren(raw.as_bytes()) {
-        let platform = &raw.as_bytes()[open + 1..];
-        for (token, device) in [
-            (&b"Windows"[..], Device::Windows),
-            (b"Macintosh", Device::Mac),
-            (b"iPhone", Device::Iphone),
-            (b"iPad", Device::Ipad),
-            (b"X11", Device::Linux),
-        ] {
-            if platform.starts_with(token) {
-                return device;
-            }
-        }
-    }
-    Device::from_user_agent(raw)
-}
-
-/// Index of the first `(` in `bytes`. User agents have it within their
-/// first 16 bytes, which one SSE2 compare covers.
-#[inline]
-fn find_open_paren(bytes: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    if bytes.len() >= 16 {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is part of the x86_64 baseline; `bytes` holds at
-        // least the 16 bytes the unaligned load reads.
-        let mask = unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr().cast::<__m128i>());
-            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'(' as i8))) as u32
-        };
-        if mask != 0 {
-            return Some(mask.trailing_zeros() as usize);
-        }
-        return bytes[16..]
-            .iter()
-            .position(|&b| b == b'(')
-            .map(|at| 16 + at);
-    }
-    bytes.iter().position(|&b| b == b'(')
+    Device::from_user_agent_bytes(raw.as_bytes())
 }
 
 /// [`UsState::from_location`] with byte searches: the state code after the
 /// last `", "`, up to the first `-`.
 fn state_from_location(location: &str) -> UsState {
     let bytes = location.as_bytes();
-    let Some(comma) = (0..bytes.len().saturating_sub(1))
-        .rev()
-        .find(|&i| bytes[i] == b',' && bytes[i + 1] == b' ')
-    else {
-        return UsState::UNKNOWN;
+    // The space of the last ", ", looked for in the last 16 bytes at once
+    // first (where it usually is), then byte by byte.
+    let mut space = bytes.len();
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= 16 {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let last = bytes.len() - 16;
+        // SAFETY: SSE2 is part of the x86_64 baseline; `last + 16 ==
+        // bytes.len()`, so the unaligned load lies within `bytes`.
+        let (commas, spaces) = unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().add(last).cast::<__m128i>());
+            (
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32,
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8))) as u32,
+            )
+        };
+        // Bit `k` set where byte `last + k` is a comma followed by a space.
+        let pairs = commas & (spaces >> 1);
+        if pairs != 0 {
+            space = last + (31 - pairs.leading_zeros() as usize) + 2;
+        } else {
+            // Pairs whose comma is in the block are ruled out; the loop
+            // below starts with the space at `last`.
+            space = last + 1;
+        }
+    }
+    let comma = loop {
+        if space < 2 {
+            return UsState::UNKNOWN;
+        }
+        space -= 1;
+        if bytes[space] == b' ' && bytes[space - 1] == b',' {
+            break space - 1;
+        }
     };
+    // The usual "City, ST" or "City, ST-ST": two upper-case letters, then
+    // the end or a dash.
+    if let [a @ b'A'..=b'Z', b @ b'A'..=b'Z', rest @ ..] = &bytes[comma + 2..] {
+        if matches!(rest.first(), None | Some(b'-')) {
+            return UsState::from_letters(*a, *b);
+        }
+    }
     let states = &location[comma + 2..];
     let first = match states.bytes().position(|b| b == b'-') {
         Some(dash) => &states[..dash],
         None => states,
     };
-    state_from_code(first)
-}
-
-/// [`UsState::from_code`] of every two upper-case letters, `AA` to `ZZ`.
-static STATE_BY_UPPER_PAIR: LazyLock<[UsState; 26 * 26]> = LazyLock::new(|| {
-    std::array::from_fn(|i| {
-        let code = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
-        UsState::from_code(std::str::from_utf8(&code).expect("ASCII letters"))
-    })
-});
-
-/// [`UsState::from_code`], by table lookup for the usual two upper-case
-/// letters (which that function's whitespace trim leaves as they are).
-#[inline]
-fn state_from_code(code: &str) -> UsState {
-    if let &[a, b] = code.as_bytes() {
-        if a.is_ascii_uppercase() && b.is_ascii_uppercase() {
-            return STATE_BY_UPPER_PAIR[usize::from(a - b'A') * 26 + usize::from(b - b'A')];
-        }
-    }
-    UsState::from_code(code)
+    UsState::from_code(first)
 }
 
 impl<'a> Record<'a> {
@@ -425,7 +424,7 @@ impl<'a> Record<'a> {
             return Decoded::Rejected(RejectReason::MissingSong);
         };
         let state = match (&self.state, &self.location) {
-            (Some(state), _) => state_from_code(&state.0),
+            (Some(state), _) => UsState::from_code(&state.0),
             (None, Some(location)) => state_from_location(&location.0),
             (None, None) => UsState::UNKNOWN,
         };
@@ -494,8 +493,11 @@ struct Timestamp(i64);
 const SECONDS_MS_THRESHOLD: f64 = 1e11;
 
 impl Timestamp {
+    #[inline]
     fn from_i64(value: i64) -> Self {
-        if (value.unsigned_abs() as f64) < SECONDS_MS_THRESHOLD {
+        // The same test as `as f64 < SECONDS_MS_THRESHOLD`: 1e11 is exact in
+        // an f64, and so is every integer near it.
+        if value.unsigned_abs() < SECONDS_MS_THRESHOLD as u64 {
             Timestamp(value.saturating_mul(1000))
         } else {
             Timestamp(value)
@@ -597,6 +599,47 @@ mod tests {
         );
         assert_eq!(&*l.artist, "A \"B\" \\ C");
         assert_eq!(&*l.song, "é🎵");
+    }
+
+    /// The byte searches find the state `UsState::from_location` finds,
+    /// whichever side of the last 16 bytes the last ", " falls on.
+    #[test]
+    fn state_from_location_agrees_with_the_operators_crate() {
+        for tail in [
+            "NC-SC", "CA", "ca", "NY-NJ-PA", "N", "", "TX ", " TX", "X, Y", ",", ", ",
+        ] {
+            for pad in 0..40 {
+                for sep in [", ", ",", " "] {
+                    let location =
+                        format!("{}{sep}{tail}{}", "a".repeat(pad), "b, ".repeat(pad % 3));
+                    assert_eq!(
+                        state_from_location(&location),
+                        UsState::from_location(&location),
+                        "{location:?}"
+                    );
+                    let location = format!("{}{sep}{tail}", "é-, ".repeat(pad));
+                    assert_eq!(
+                        state_from_location(&location),
+                        UsState::from_location(&location),
+                        "{location:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every predicted key names the field the general key path finds.
+    #[test]
+    fn expected_keys_agree_with_the_key_dispatch() {
+        let mut record = Record::default();
+        for expected in Record::EXPECTED {
+            assert_eq!(
+                expected.field(),
+                record.field(expected.key()),
+                "{:?}",
+                String::from_utf8_lossy(expected.key())
+            );
+        }
     }
 
     #[test]
@@ -975,7 +1018,78 @@ mod tests {
         )
     }
 
+    /// A full EventSim line with plausible values, its members in EventSim's
+    /// order or shuffled (so the predicted keys miss), a few dropped, with
+    /// or without whitespace around the punctuation.
+    fn eventsim_line() -> impl Strategy<Value = Vec<u8>> {
+        let values = (
+            prop_oneof![Just("\"NextSong\"".to_owned()), json_member_value()],
+            json_member_value(),
+            json_member_value(),
+            json_member_value(),
+            json_member_value(),
+            json_member_value(),
+        );
+        let order = (
+            any::<bool>(),
+            prop::collection::vec(any::<u32>(), 18),
+            prop::collection::vec(prop::bool::weighted(0.9), 18),
+            prop::sample::select(vec!["", " ", "\n\t "]),
+        );
+        (values, order).prop_map(
+            |((page, song, agent, artist, gender, level), (shuffle, rank, keep, ws))| {
+                let members = [
+                    ("ts", "1700000000000".to_owned()),
+                    ("userId", "\"1046\"".to_owned()),
+                    ("sessionId", "5132".to_owned()),
+                    ("page", page),
+                    ("auth", "\"Logged In\"".to_owned()),
+                    ("method", "\"PUT\"".to_owned()),
+                    ("status", "200".to_owned()),
+                    ("level", level),
+                    ("itemInSession", "112".to_owned()),
+                    ("location", "\"Charlotte-Concord, NC-SC\"".to_owned()),
+                    ("userAgent", agent),
+                    ("lastName", "\"Matthews\"".to_owned()),
+                    ("firstName", "\"Kenneth\"".to_owned()),
+                    ("registration", "1509380319284".to_owned()),
+                    ("gender", gender),
+                    ("artist", artist),
+                    ("song", song),
+                    ("length", "232.93342".to_owned()),
+                ];
+                let mut kept: Vec<_> = members
+                    .into_iter()
+                    .zip(rank)
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(m, _)| m)
+                    .collect();
+                if shuffle {
+                    kept.sort_by_key(|&(_, r)| r);
+                }
+                let body: Vec<String> = kept
+                    .iter()
+                    .map(|((k, v), _)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
+                    .collect();
+                format!("{{{}}}", body.join(",")).into_bytes()
+            },
+        )
+    }
+
     proptest! {
+        /// Oracle: whole EventSim lines, in order or with shuffled keys,
+        /// decode as the reference decodes them.
+        #[test]
+        fn eventsim_lines_in_any_key_order_agree_with_reference(line in eventsim_line()) {
+            prop_assert_eq!(
+                owned(decode(&line, BOUNDS)),
+                reference(&line, BOUNDS),
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+
         /// Oracle: `decode` agrees with a from-scratch decode over serde_json.
         #[test]
         fn decode_agrees_with_reference(line in decode_line()) {

@@ -106,11 +106,93 @@ pub(crate) enum Value<'a> {
 /// values of the fields it picked.
 pub(crate) trait Fields<'a> {
     /// Which field `key` (unescaped) is.
-    type Field: Copy;
+    type Field: Copy + 'static;
+    /// The keys in the order lines usually hold them, each with what
+    /// [`Fields::field`] returns for it. The `k`-th member's key is first
+    /// compared directly with the `k`-th entry (quotes and colon included);
+    /// on a mismatch the member takes the general path, so the order is only
+    /// a prediction and every entry must agree with [`Fields::field`].
+    const EXPECTED: &'static [ExpectedKey<Self::Field>] = &[];
     /// The field `key` names and how to read its value, or `None` to skip it.
     fn field(&mut self, key: &[u8]) -> Option<(Self::Field, Want)>;
     /// The value of a field picked by [`Fields::field`].
     fn value(&mut self, field: Self::Field, value: Value<'a>);
+}
+
+/// A key a [`Fields`] visitor expects at some position: its JSON text up
+/// to the colon (`"ts":`), padded to 16 bytes, and the field it names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExpectedKey<F> {
+    /// `"key":` followed by zeros.
+    text: [u8; 16],
+    /// How many bytes of `text` are the key's JSON text.
+    len: usize,
+    /// The low `len` bits set: the bytes of a 16-byte compare that count.
+    wanted: u32,
+    /// What [`Fields::field`] returns for the key.
+    field: Option<(F, Want)>,
+}
+
+impl<F: Copy> ExpectedKey<F> {
+    /// The key `key` (at most 13 bytes, no quote, backslash or control
+    /// character), for which [`Fields::field`] returns `field`.
+    pub(crate) const fn new(key: &str, field: Option<(F, Want)>) -> Self {
+        let key = key.as_bytes();
+        assert!(key.len() <= 13, "an expected key has at most 13 bytes");
+        let mut text = [0; 16];
+        text[0] = b'"';
+        let mut i = 0;
+        while i < key.len() {
+            assert!(
+                key[i] >= 0x20 && key[i] != b'"' && key[i] != b'\\',
+                "an expected key needs no escapes"
+            );
+            text[i + 1] = key[i];
+            i += 1;
+        }
+        text[key.len() + 1] = b'"';
+        text[key.len() + 2] = b':';
+        Self {
+            text,
+            len: key.len() + 3,
+            wanted: (1 << (key.len() + 3)) - 1,
+            field,
+        }
+    }
+
+    /// The key, unquoted.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.text[1..self.len - 2]
+    }
+
+    /// The field it names, as [`Fields::field`] should return it.
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> Option<(F, Want)> {
+        self.field
+    }
+
+    /// Whether `bytes[at..]` starts with this key's JSON text.
+    #[inline(always)]
+    fn is_at(&self, bytes: &[u8], at: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if at + 16 <= bytes.len() {
+            use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+            // SAFETY: SSE2 is part of the x86_64 baseline; `at + 16 <=
+            // bytes.len()`, so the first load lies within `bytes`, and
+            // `self.text` is 16 bytes.
+            let equal = unsafe {
+                let line = _mm_loadu_si128(bytes.as_ptr().add(at).cast::<__m128i>());
+                let text = _mm_loadu_si128(self.text.as_ptr().cast::<__m128i>());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(line, text)) as u32
+            };
+            // Only the first `len` bytes need to match.
+            return equal & self.wanted == self.wanted;
+        }
+        bytes
+            .get(at..)
+            .is_some_and(|rest| rest.starts_with(&self.text[..self.len]))
+    }
 }
 
 /// Like [`scan_object`], but values of keys the visitor does not pick are
@@ -140,29 +222,50 @@ pub(crate) fn scan_fields<'a, F: Fields<'a>>(
 }
 
 /// `bytes` as text if it is valid UTF-8. All-ASCII input (the common case)
-/// is recognised 32 bytes at a time without decoding sequences.
+/// is recognised 64 bytes at a time without decoding sequences; otherwise
+/// only the bytes from the block holding the first non-ASCII byte are
+/// decoded.
 #[inline]
 pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
-    if is_ascii(bytes) {
-        // SAFETY: ASCII is valid UTF-8.
-        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
-    } else {
-        std::str::from_utf8(bytes).ok()
+    let ascii = ascii_prefix(bytes);
+    if ascii < bytes.len() {
+        // `bytes[..ascii]` is ASCII, so no sequence starts before `ascii`
+        // and the whole is valid exactly when the rest is.
+        std::str::from_utf8(&bytes[ascii..]).ok()?;
     }
+    // SAFETY: `bytes[..ascii]` is ASCII, which is valid UTF-8, the rest was
+    // validated above, and `ascii` is a char boundary (it follows ASCII).
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
-/// Whether every byte is below 0x80.
+/// A length `n` such that `bytes[..n]` is ASCII, equal to `bytes.len()`
+/// exactly when all of `bytes` is.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn is_ascii(bytes: &[u8]) -> bool {
+fn ascii_prefix(bytes: &[u8]) -> usize {
     use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
     let len = bytes.len();
     if len < 16 {
-        return bytes.is_ascii();
+        return if bytes.is_ascii() { len } else { 0 };
     }
     let base = bytes.as_ptr();
     let mut i = 0;
-    while i + 32 <= len {
+    while i + 64 <= len {
+        // SAFETY: SSE2 is part of the x86_64 baseline; `i + 64 <= len`, so
+        // all four unaligned 16-byte loads lie within `bytes`.
+        let mask = unsafe {
+            let a = _mm_loadu_si128(base.add(i).cast::<__m128i>());
+            let b = _mm_loadu_si128(base.add(i + 16).cast::<__m128i>());
+            let c = _mm_loadu_si128(base.add(i + 32).cast::<__m128i>());
+            let d = _mm_loadu_si128(base.add(i + 48).cast::<__m128i>());
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)))
+        };
+        if mask != 0 {
+            return i;
+        }
+        i += 64;
+    }
+    if i + 32 <= len {
         // SAFETY: SSE2 is part of the x86_64 baseline; `i + 32 <= len`, so
         // both unaligned 16-byte loads lie within `bytes`.
         let mask = unsafe {
@@ -171,7 +274,7 @@ fn is_ascii(bytes: &[u8]) -> bool {
             _mm_movemask_epi8(_mm_or_si128(a, b))
         };
         if mask != 0 {
-            return false;
+            return i;
         }
         i += 32;
     }
@@ -186,13 +289,21 @@ fn is_ascii(bytes: &[u8]) -> bool {
         let b = _mm_loadu_si128(base.add(last).cast::<__m128i>());
         _mm_movemask_epi8(_mm_or_si128(a, b))
     };
-    mask == 0
+    if mask == 0 {
+        len
+    } else {
+        from
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn is_ascii(bytes: &[u8]) -> bool {
-    bytes.is_ascii()
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    if bytes.is_ascii() {
+        bytes.len()
+    } else {
+        0
+    }
 }
 
 /// The value of a string's raw JSON text (between the quotes), which
@@ -410,6 +521,23 @@ fn digits(bytes: &[u8], mut i: usize, mut mantissa: u64) -> (usize, u64) {
         }
         return (i + count, mantissa);
     }
+    // Fewer than eight bytes are left (numbers often end a line): read the
+    // last eight bytes of the input and shift the ones before `i` out, so
+    // zero bytes, which are not digits, stand for those past the end.
+    let len = bytes.len();
+    if len >= 8 && i < len {
+        let tail = u64::from_le_bytes(bytes[len - 8..].try_into().expect("8 bytes"));
+        // `0 < len - i < 8`, so the shift is below 64.
+        let word = tail >> (8 * (8 - (len - i)));
+        let non_digit = ((word & HIGH4) ^ ZEROS) | ((word.wrapping_add(SIXES) & HIGH4) ^ ZEROS);
+        // A zero byte past the end is always flagged, so `count < 8`.
+        let count = non_digit.trailing_zeros() as usize / 8;
+        if count > 0 {
+            let value = eight(word << (64 - 8 * count));
+            mantissa = mantissa.wrapping_mul(POW10_U64[count]).wrapping_add(value);
+        }
+        return (i + count, mantissa);
+    }
     while let Some(&b) = bytes.get(i) {
         let digit = b.wrapping_sub(b'0');
         if digit > 9 {
@@ -487,25 +615,20 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn object_fields<F: Fields<'a>>(&mut self, fields: &mut F) -> Result<(), Invalid> {
         self.skip_ws();
-        match self.peek() {
-            Some(b'}') => self.pos += 1,
-            Some(b'"') => loop {
-                // `pos` is at the key's opening quote.
-                let key_start = self.pos + 1;
-                let key_end = find_special(self.bytes, key_start).ok_or(Invalid)?;
-                let field = if self.byte_at(key_end) == b'"' {
-                    self.pos = key_end + 1;
-                    fields.field(self.slice(key_start, key_end).as_bytes())
-                } else {
-                    let key = self.string()?;
-                    fields.field(key.as_bytes())
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            let mut expected = F::EXPECTED.iter();
+            loop {
+                // `pos` is at the key's opening quote, or at whitespace
+                // before it.
+                let field = match expected.next() {
+                    Some(key) if key.is_at(self.bytes, self.pos) => {
+                        self.pos += key.len;
+                        key.field
+                    }
+                    _ => self.member_key(fields)?,
                 };
-                if self.peek() == Some(b':') {
-                    self.pos += 1;
-                } else {
-                    self.skip_ws();
-                    self.expect(b':')?;
-                }
                 self.skip_ws();
                 match field {
                     None => self.skip_member_value()?,
@@ -533,30 +656,55 @@ impl<'a> Scanner<'a> {
                         fields.value(field, Value::Scalar(value));
                     }
                 }
-                let separator = match self.peek() {
-                    Some(b @ (b',' | b'}')) => b,
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
                     _ => {
                         self.skip_ws();
-                        self.peek().ok_or(Invalid)?
-                    }
-                };
-                self.pos += 1;
-                match separator {
-                    b',' => {
-                        if self.peek() != Some(b'"') {
-                            self.skip_ws();
-                            if self.peek() != Some(b'"') {
-                                return Err(Invalid);
-                            }
+                        match self.next() {
+                            Some(b',') => {}
+                            Some(b'}') => break,
+                            _ => return Err(Invalid),
                         }
                     }
-                    b'}' => break,
-                    _ => return Err(Invalid),
                 }
-            },
-            _ => return Err(Invalid),
+            }
         }
         self.at_end()
+    }
+
+    /// The general path for a member's key, from `pos` at its opening quote
+    /// or at whitespace before it, through the colon: the field it names.
+    #[inline(always)]
+    fn member_key<F: Fields<'a>>(
+        &mut self,
+        fields: &mut F,
+    ) -> Result<Option<(F::Field, Want)>, Invalid> {
+        if self.peek() != Some(b'"') {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(Invalid);
+            }
+        }
+        let key_start = self.pos + 1;
+        let key_end = find_special(self.bytes, key_start).ok_or(Invalid)?;
+        let field = if self.byte_at(key_end) == b'"' {
+            self.pos = key_end + 1;
+            fields.field(self.slice(key_start, key_end).as_bytes())
+        } else {
+            let key = self.string()?;
+            fields.field(key.as_bytes())
+        };
+        if self.peek() == Some(b':') {
+            self.pos += 1;
+        } else {
+            self.skip_ws();
+            self.expect(b':')?;
+        }
+        Ok(field)
     }
 
     /// Validate and skip a member value of the top-level object, building
@@ -659,7 +807,12 @@ impl<'a> Scanner<'a> {
 
     #[inline(always)]
     fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+        // Every byte that can follow whitespace in valid JSON is above the
+        // space, so one compare settles the usual case.
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b > b' ' || !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
             self.pos += 1;
         }
     }
@@ -979,6 +1132,27 @@ mod tests {
             }
         }
         assert_eq!(utf8("é".repeat(40).as_bytes()), Some(&*"é".repeat(40)));
+    }
+
+    /// Sequences and bad bytes at every offset of longer inputs, past the
+    /// first blocks the ASCII pass skips.
+    #[test]
+    fn utf8_of_long_inputs_agrees_with_the_standard_library() {
+        for len in [150, 200, 467] {
+            for at in 0..len {
+                for piece in [
+                    &b"\xc3\xa9"[..],
+                    b"\xf0\x9f\x8e\xb5",
+                    b"\xc3",
+                    b"\xe9\x80",
+                    b"\xff",
+                ] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes.splice(at..(at + piece.len()).min(len), piece.iter().copied());
+                    assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok(), "{len} {at}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -115,37 +115,30 @@ impl Device {
     /// Classify a user agent. Mobile tokens are checked first because mobile
     /// agents also name desktop systems ("like Mac OS X", "Linux; Android").
     pub fn from_user_agent(agent: &str) -> Self {
+        Self::from_user_agent_bytes(agent.as_bytes())
+    }
+
+    /// [`Device::from_user_agent`] on bytes. Every token is ASCII letters,
+    /// digits and spaces, so a JSON-escaped agent without `\u` escapes
+    /// classifies exactly like its unescaped text (the decoder relies on it).
+    pub fn from_user_agent_bytes(agent: &[u8]) -> Self {
         // Fast path: the platform token right after the first parenthesis.
-        if let Some((_, platform)) = agent.split_once('(') {
-            for (token, device) in [
-                ("Windows", Device::Windows),
-                ("Macintosh", Device::Mac),
-                ("iPhone", Device::Iphone),
-                ("iPad", Device::Ipad),
-                ("X11", Device::Linux),
-            ] {
-                if platform.starts_with(token) {
-                    return device;
-                }
+        if let Some(open) = agent.iter().position(|&b| b == b'(') {
+            let platform = &agent[open + 1..];
+            if let Some(&(_, device)) = PLATFORM_PREFIXES
+                .iter()
+                .find(|(p, _)| platform.starts_with(p))
+            {
+                return device;
             }
         }
         if agent.is_empty() {
-            Device::Unknown
-        } else if agent.contains("iPhone") {
-            Device::Iphone
-        } else if agent.contains("iPad") {
-            Device::Ipad
-        } else if agent.contains("Android") {
-            Device::Android
-        } else if agent.contains("Windows") {
-            Device::Windows
-        } else if agent.contains("Macintosh") || agent.contains("Mac OS X") {
-            Device::Mac
-        } else if agent.contains("Linux") || agent.contains("X11") {
-            Device::Linux
-        } else {
-            Device::Other
+            return Device::Unknown;
         }
+        TOKEN_FINDERS
+            .iter()
+            .find(|(finder, _)| finder.find(agent).is_some())
+            .map_or(Device::Other, |&(_, device)| device)
     }
 
     /// Label used in results and metrics.
@@ -162,6 +155,33 @@ impl Device {
         }
     }
 }
+
+/// Platform tokens that may directly follow the first `(` of a user agent.
+const PLATFORM_PREFIXES: [(&[u8], Device); 5] = [
+    (b"Windows", Device::Windows),
+    (b"Macintosh", Device::Mac),
+    (b"iPhone", Device::Iphone),
+    (b"iPad", Device::Ipad),
+    (b"X11", Device::Linux),
+];
+
+/// Tokens anywhere in a user agent, in order of precedence.
+const DEVICE_TOKENS: [(&[u8], Device); 8] = [
+    (b"iPhone", Device::Iphone),
+    (b"iPad", Device::Ipad),
+    (b"Android", Device::Android),
+    (b"Windows", Device::Windows),
+    (b"Macintosh", Device::Mac),
+    (b"Mac OS X", Device::Mac),
+    (b"Linux", Device::Linux),
+    (b"X11", Device::Linux),
+];
+
+/// [`DEVICE_TOKENS`] as prebuilt substring searchers.
+static TOKEN_FINDERS: std::sync::LazyLock<[(memchr::memmem::Finder<'static>, Device); 8]> =
+    std::sync::LazyLock::new(|| {
+        DEVICE_TOKENS.map(|(token, device)| (memchr::memmem::Finder::new(token), device))
+    });
 
 /// Two-letter codes of the 50 US states and DC, in index order.
 const STATE_CODES: [&str; 51] = [
@@ -201,9 +221,19 @@ impl UsState {
 
     /// A two-letter code (any case); anything else is unknown.
     pub fn from_code(code: &str) -> Self {
-        let &[a, b] = code.trim().as_bytes() else {
-            return UsState::UNKNOWN;
-        };
+        // Two bytes is the usual case; only then is the (Unicode) trim needed.
+        match code.as_bytes() {
+            &[a, b] => Self::from_letters(a, b),
+            _ => match code.trim().as_bytes() {
+                &[a, b] => Self::from_letters(a, b),
+                _ => UsState::UNKNOWN,
+            },
+        }
+    }
+
+    /// The state whose code is the letters `a`, `b` (any case), or unknown.
+    #[inline]
+    pub fn from_letters(a: u8, b: u8) -> Self {
         let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
         if !a.is_ascii_uppercase() || !b.is_ascii_uppercase() {
             return UsState::UNKNOWN;
