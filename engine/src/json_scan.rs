@@ -62,6 +62,16 @@ pub fn scan_object<'a>(
     text: &'a str,
     mut on_field: impl FnMut(&[u8], Scalar<'a>),
 ) -> Result<(), ScanError> {
+    scan_top_level(text, |s| s.object(&mut on_field))
+}
+
+/// Run `object` on the members of the top-level object of `text`; for any
+/// other top-level value, tell a valid non-object from invalid JSON.
+#[inline(always)]
+fn scan_top_level<'a>(
+    text: &'a str,
+    object: impl FnOnce(&mut Scanner<'a>) -> Result<(), Invalid>,
+) -> Result<(), ScanError> {
     let mut s = Scanner {
         text,
         bytes: text.as_bytes(),
@@ -70,7 +80,7 @@ pub fn scan_object<'a>(
     s.skip_ws();
     if s.peek() == Some(b'{') {
         s.pos += 1;
-        return s.object(&mut on_field).map_err(|Invalid| ScanError::Syntax);
+        return object(&mut s).map_err(|Invalid| ScanError::Syntax);
     }
     // Valid JSON of another shape is a type problem, not a syntax one.
     s.skip_value(0).map_err(|Invalid| ScanError::Syntax)?;
@@ -202,23 +212,7 @@ pub(crate) fn scan_fields<'a, F: Fields<'a>>(
     text: &'a str,
     fields: &mut F,
 ) -> Result<(), ScanError> {
-    let mut s = Scanner {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
-    s.skip_ws();
-    if s.peek() == Some(b'{') {
-        s.pos += 1;
-        return s.object_fields(fields).map_err(|Invalid| ScanError::Syntax);
-    }
-    s.skip_value(0).map_err(|Invalid| ScanError::Syntax)?;
-    s.skip_ws();
-    if s.pos == s.bytes.len() {
-        Err(ScanError::NotAnObject)
-    } else {
-        Err(ScanError::Syntax)
-    }
+    scan_top_level(text, |s| s.object_fields(fields))
 }
 
 /// `bytes` as text if it is valid UTF-8. All-ASCII input (the common case)
