@@ -228,14 +228,6 @@ impl Metrics {
         }
     }
 
-    /// A copy of the close-latency histogram (nanoseconds), for reports.
-    pub fn close_latency_histogram(&self) -> HdrHistogram<u64> {
-        self.close_latency_hdr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Freshness and state gauges, set by the pipeline thread periodically.
     pub fn set_progress(&self, progress: Progress) {
         if let Some(ms) = progress.max_event_ms {
