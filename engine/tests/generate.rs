@@ -5,17 +5,7 @@ mod common;
 use serde_json::Value;
 
 fn generate(args: &[&str]) -> Vec<u8> {
-    let output = common::downbeat()
-        .arg("generate")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    common::stdout_of(common::downbeat().arg("generate").args(args))
 }
 
 #[test]

@@ -164,17 +164,12 @@ fn stdin_and_a_mapped_file_give_the_same_results() {
     let input = common::eventsim_file(dir.path());
     let (from_file, _) = common::replay(&input, dir.path(), &[]);
     for threads in ["1", "2"] {
-        let output = common::downbeat()
-            .args(["replay", "--input", "-", "--decode-threads", threads])
-            .stdin(std::fs::File::open(&input).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let stdout = common::stdout_of(
+            common::downbeat()
+                .args(["replay", "--input", "-", "--decode-threads", threads])
+                .stdin(std::fs::File::open(&input).unwrap()),
         );
-        let from_stdin: Vec<Value> = String::from_utf8(output.stdout)
+        let from_stdin: Vec<Value> = String::from_utf8(stdout)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

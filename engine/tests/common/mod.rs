@@ -11,6 +11,17 @@ pub fn downbeat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_downbeat"))
 }
 
+/// Run `command`; panics with its stderr unless it exits 0; returns stdout.
+pub fn stdout_of(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// The real EventSim data, `cat part1 part2`, as one temporary file.
 pub fn eventsim_file(dir: &Path) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
