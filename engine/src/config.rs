@@ -53,6 +53,8 @@ pub enum SourceKind {
     Generator,
     /// JSON lines from `source.path` (`-` for stdin).
     File,
+    /// A Kafka topic, see `[kafka]`.
+    Kafka,
 }
 
 /// `[source]`: the live-mode source.
@@ -73,6 +75,42 @@ impl Default for SourceConfig {
             kind: SourceKind::Generator,
             path: None,
             rate_per_sec: 500.0,
+        }
+    }
+}
+
+/// `[kafka]`: the Kafka source (`source.kind = "kafka"`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port..]`.
+    pub brokers: String,
+    /// The topic of listen events.
+    pub topic: String,
+    /// Consumer group; replicas in one group split the partitions (default `downbeat`).
+    pub group: String,
+    /// Where checkpoints go: window state is rebuilt from them after a crash
+    /// or a hand-over. Replicas of one group must share it. Unset: no
+    /// checkpoints, offsets committed after processing (at least once).
+    pub checkpoint_dir: Option<String>,
+    /// Time between checkpoints (default 1000).
+    pub checkpoint_interval_ms: u64,
+    /// This replica's name in checkpoint files (default: the host name).
+    pub replica_id: Option<String>,
+    /// Passed to librdkafka as is (e.g. `"security.protocol" = "SASL_SSL"`).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".to_owned(),
+            topic: "listen_events".to_owned(),
+            group: "downbeat".to_owned(),
+            checkpoint_dir: None,
+            checkpoint_interval_ms: 1000,
+            replica_id: None,
+            properties: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -163,6 +201,8 @@ pub struct OutputConfig {
 pub struct Config {
     /// Live-mode source.
     pub source: SourceConfig,
+    /// The Kafka source.
+    pub kafka: KafkaConfig,
     /// The built-in generator.
     pub generator: GeneratorConfig,
     /// Windows.
@@ -279,7 +319,43 @@ impl Config {
                 "is required when source.kind is \"file\"",
             ));
         }
+        self.validate_kafka()?;
         self.validate_generator()?;
+        Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if self.source.kind != SourceKind::Kafka {
+            return Ok(());
+        }
+        if k.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "is required (host:port[,host:port..])"));
+        }
+        if k.topic.trim().is_empty() {
+            return Err(invalid("kafka.topic", "is required"));
+        }
+        if k.group.trim().is_empty() {
+            return Err(invalid("kafka.group", "must not be empty"));
+        }
+        if k.checkpoint_interval_ms < 10 || k.checkpoint_interval_ms > 3_600_000 {
+            return Err(invalid(
+                "kafka.checkpoint_interval_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if let Some(id) = &k.replica_id {
+            let ok = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "kafka.replica_id",
+                    "must be letters, digits, '-', '_' or '.'",
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -38,11 +38,13 @@ pub enum RejectReason {
     MissingSong,
     /// A timestamp before 2000 or too far in the future.
     TimestampOutOfRange,
+    /// A Kafka record without a value (e.g. a tombstone).
+    NoValue,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::EmptyLine,
         RejectReason::LineTooLong,
         RejectReason::InvalidUtf8,
@@ -52,6 +54,7 @@ impl RejectReason {
         RejectReason::MissingTimestamp,
         RejectReason::MissingSong,
         RejectReason::TimestampOutOfRange,
+        RejectReason::NoValue,
     ];
 
     /// The `reason` label.
@@ -66,6 +69,7 @@ impl RejectReason {
             RejectReason::MissingTimestamp => "missing_timestamp",
             RejectReason::MissingSong => "missing_song",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::NoValue => "no_value",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod decode;
 pub mod http;
 pub mod json_scan;
+pub mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod output;

@@ -31,6 +31,9 @@ type Batch = Vec<u8>;
 /// Run until SIGINT/SIGTERM. Fails before reading any event if the
 /// configuration, the listen address or an output file is unusable.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    if config.source.kind == SourceKind::Kafka {
+        return crate::kafka::run(config);
+    }
     let addr: SocketAddr = config.http.listen.parse()?;
     let pipeline_config = config.pipeline()?;
     let metrics = Arc::new(Metrics::new());
@@ -74,7 +77,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -169,6 +173,7 @@ fn start_source(
                 .name("source-generator".into())
                 .spawn(move || generate_paced(generator, rate, sender, &stop))
         }
+        SourceKind::Kafka => unreachable!("run hands kafka to crate::kafka"),
         SourceKind::File => {
             let path = config.source.path.clone().unwrap_or_else(|| "-".to_owned());
             let reader: Box<dyn Read + Send> = if path == "-" {

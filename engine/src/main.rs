@@ -27,6 +27,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Write realistic EventSim-style events to stdout.
     Generate(GenerateArgs),
+    /// Fill a Kafka topic from the generator or a file, keyed by userId.
+    Produce(ProduceArgs),
 }
 
 /// Settings shared by every command; each overrides the config file.
@@ -71,6 +73,61 @@ struct RunArgs {
     /// Idle time (ms) after which the watermark follows the wall clock.
     #[arg(long, env = "DOWNBEAT_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// For `--source kafka`: consumer group; replicas in one group split the partitions.
+    #[arg(long, env = "DOWNBEAT_KAFKA_GROUP")]
+    group: Option<String>,
+    /// For `--source kafka`: checkpoint directory, shared by the group's replicas.
+    #[arg(long, env = "DOWNBEAT_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<String>,
+    /// For `--source kafka`: milliseconds between checkpoints.
+    #[arg(long, env = "DOWNBEAT_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// For `--source kafka`: this replica's name in checkpoints (default: host name).
+    #[arg(long, env = "DOWNBEAT_REPLICA_ID")]
+    replica_id: Option<String>,
+}
+
+/// Where the Kafka topic is.
+#[derive(Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap brokers, host:port[,host:port..] (implies --source kafka for run).
+    #[arg(long, env = "DOWNBEAT_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Kafka topic of listen events.
+    #[arg(long, env = "DOWNBEAT_KAFKA_TOPIC")]
+    topic: Option<String>,
+    /// A librdkafka property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// JSON Lines to produce (`-` = stdin) instead of the generator.
+    #[arg(long, conflicts_with_all = ["rate", "count", "start_ms"])]
+    input: Option<String>,
+    /// Generator events per second: the pace, or with --count the spacing of event times.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Stop after N generated events, produced as fast as possible.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Event time of the first generated event (epoch ms) with --count.
+    #[arg(long)]
+    start_ms: Option<i64>,
 }
 
 #[derive(Args)]
@@ -135,6 +192,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
         Command::Generate(args) => generate(args),
+        Command::Produce(args) => produce(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +224,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(idle) = args.idle_timeout_ms {
         config.windows.idle_timeout_ms = idle;
     }
+    let kafka = &mut config.kafka;
+    if let Some(brokers) = args.kafka.brokers {
+        kafka.brokers = brokers;
+        config.source.kind = SourceKind::Kafka;
+    }
+    if let Some(topic) = args.kafka.topic {
+        kafka.topic = topic;
+    }
+    kafka.properties.extend(args.kafka.properties);
+    if let Some(group) = args.group {
+        kafka.group = group;
+    }
+    if let Some(dir) = args.checkpoint_dir {
+        kafka.checkpoint_dir = Some(dir);
+    }
+    if let Some(interval) = args.checkpoint_interval_ms {
+        kafka.checkpoint_interval_ms = interval;
+    }
+    if let Some(id) = args.replica_id {
+        kafka.replica_id = Some(id);
+    }
     config.validate()?;
     downbeat::live::run(config)
 }
@@ -179,6 +258,34 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let summary = downbeat::replay::replay(&config, &args.input, &args.output)?;
     let line = serde_json::to_string(&summary).context("summary serializes")?;
     eprintln!("{line}");
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let mut config = args.common.config()?;
+    config.source.rate_per_sec = args.rate;
+    if let Some(brokers) = args.kafka.brokers {
+        config.kafka.brokers = brokers;
+    }
+    if let Some(topic) = args.kafka.topic {
+        config.kafka.topic = topic;
+    }
+    config.source.kind = SourceKind::Kafka;
+    config.validate()?;
+    let summary = downbeat::kafka::produce::produce(downbeat::kafka::produce::ProduceSettings {
+        brokers: config.kafka.brokers.clone(),
+        topic: config.kafka.topic.clone(),
+        input: args.input,
+        rate_per_sec: args.rate,
+        count: args.count,
+        start_ms: args.start_ms,
+        properties: args.kafka.properties,
+        generator: config.generator.clone(),
+    })?;
+    eprintln!("{}", serde_json::to_string(&summary).context("summary serializes")?);
+    if summary.failed > 0 {
+        anyhow::bail!("{} records were not delivered", summary.failed);
+    }
     Ok(())
 }
 

@@ -184,6 +184,75 @@ impl Metrics {
         }
     }
 
+    /// Counters that a checkpoint keeps, by name. The listening histogram is
+    /// left out: the client library cannot restore its buckets.
+    fn checkpointed_counters(&self) -> [(&'static str, CounterRef<'_>); 9] {
+        [
+            ("downbeat_events_total", CounterRef::One(&self.events)),
+            ("downbeat_streams_total", CounterRef::One(&self.streams)),
+            ("downbeat_late_events_total", CounterRef::One(&self.late)),
+            ("downbeat_events_rejected_total", CounterRef::Vec(&self.rejected)),
+            ("downbeat_streams_by_level_total", CounterRef::Vec(&self.by_level)),
+            ("downbeat_streams_by_device_total", CounterRef::Vec(&self.by_device)),
+            ("downbeat_streams_by_state_total", CounterRef::Vec(&self.by_state)),
+            ("downbeat_streams_by_gender_total", CounterRef::Vec(&self.by_gender)),
+            ("downbeat_windows_emitted_total", CounterRef::Vec(&self.windows_emitted)),
+        ]
+    }
+
+    /// Counter values keyed `name` or `name{value}` (one label each), for a
+    /// checkpoint; flush [`IngestMetrics`] first.
+    pub fn counter_snapshot(&self) -> BTreeMap<String, u64> {
+        let mut snapshot = BTreeMap::new();
+        for (name, counter) in self.checkpointed_counters() {
+            match counter {
+                CounterRef::One(counter) => {
+                    snapshot.insert(name.to_owned(), counter.get());
+                }
+                CounterRef::Vec(vec) => {
+                    for family in vec.collect() {
+                        for metric in family.get_metric() {
+                            let label = metric
+                                .get_label()
+                                .first()
+                                .map(|pair| pair.value().to_owned())
+                                .unwrap_or_default();
+                            let value = metric.get_counter().get_value() as u64;
+                            snapshot.insert(format!("{name}{{{label}}}"), value);
+                        }
+                    }
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// Add a checkpoint's counter values (a restarted process resumes its
+    /// counters instead of resetting them). Unknown keys are ignored.
+    pub fn restore_counters(&self, snapshot: &BTreeMap<String, u64>) {
+        for (name, counter) in self.checkpointed_counters() {
+            match counter {
+                CounterRef::One(counter) => {
+                    if let Some(&value) = snapshot.get(name) {
+                        counter.inc_by(value);
+                    }
+                }
+                CounterRef::Vec(vec) => {
+                    let prefix = format!("{name}{{");
+                    for (key, &value) in snapshot.range(prefix.clone()..) {
+                        let Some(label) = key
+                            .strip_prefix(&prefix)
+                            .and_then(|rest| rest.strip_suffix('}'))
+                        else {
+                            break;
+                        };
+                        vec.with_label_values(&[label]).inc_by(value);
+                    }
+                }
+            }
+        }
+    }
+
     /// A window closed: update its gauges and replace its leaderboard series.
     pub fn on_window(&self, window_label: &str, result: &WindowResult) {
         self.window_streams
@@ -241,6 +310,12 @@ impl Metrics {
         self.live_panes.set(progress.live_panes as i64);
         self.interned_songs.set(progress.interned_songs as i64);
     }
+}
+
+/// A counter or a one-label counter family.
+enum CounterRef<'a> {
+    One(&'a IntCounter),
+    Vec(&'a IntCounterVec),
 }
 
 /// A snapshot of pipeline progress for the freshness gauges.

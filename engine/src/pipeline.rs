@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, Stream, WindowAggregator, WindowError, WindowResult,
+    AggregatorConfig, Dimensions, SourceId, Stream, WindowAggregator, WindowError, WindowResult,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -77,6 +77,11 @@ pub struct ParsedStream {
 }
 
 impl ParsedStream {
+    /// Event time.
+    pub fn time_ms(&self) -> i64 {
+        self.time_ms
+    }
+
     fn names<'n>(&self, names: &'n [u8]) -> (&'n str, &'n str) {
         let text = |(start, end): (u32, u32)| {
             let bytes = &names[start as usize..end as usize];
@@ -189,6 +194,8 @@ pub struct Pipeline {
     log: RateLimitedLog,
     close_started: Option<Instant>,
     names: Vec<u8>,
+    /// Set by sources that keep their own watermarks (one per partition).
+    external_progress: Option<(Option<i64>, Option<i64>)>,
 }
 
 impl Pipeline {
@@ -219,6 +226,7 @@ impl Pipeline {
             },
             close_started: None,
             names: Vec::new(),
+            external_progress: None,
         })
     }
 
@@ -307,6 +315,93 @@ impl Pipeline {
         Outcome::Stream
     }
 
+    /// Count a stream from one of several ordered sources (a Kafka
+    /// partition) whose own watermark is kept by the caller:
+    /// `late_in_source` is that watermark's verdict. The windows then close
+    /// through [`Pipeline::advance_to`].
+    pub fn apply_from_source(
+        &mut self,
+        source: SourceId,
+        parsed: ParsedStream,
+        late_in_source: bool,
+        names: &[u8],
+        raw: &[u8],
+    ) -> Outcome {
+        self.totals.lines += 1;
+        self.ingest.event();
+        let (artist, song) = parsed.names(names);
+        let stream = Stream {
+            time_ms: parsed.time_ms,
+            user_hash: parsed.user_hash,
+            song: self
+                .aggregator
+                .intern_hashed(parsed.song_hash, artist, song),
+            dims: parsed.dims,
+            duration_ms: parsed.duration_ms,
+        };
+        let accepted = !late_in_source && self.aggregator.insert_from(source, stream).is_ok();
+        if !accepted {
+            if late_in_source {
+                self.aggregator.forget_if_unreferenced(stream.song);
+            }
+            self.totals.late += 1;
+            self.ingest.late();
+            self.log.warn("late event", self.totals.lines);
+            self.keep_rejected(raw);
+            return Outcome::Late;
+        }
+        self.totals.streams += 1;
+        self.ingest.stream(stream.dims, stream.duration_ms);
+        Outcome::Stream
+    }
+
+    /// Re-insert a stream that was counted before a restart or a hand-over
+    /// (see [`WindowAggregator::restore_from`]); it is not counted again.
+    pub fn restore_from_source(
+        &mut self,
+        source: SourceId,
+        parsed: ParsedStream,
+        names: &[u8],
+    ) -> bool {
+        let (artist, song) = parsed.names(names);
+        let stream = Stream {
+            time_ms: parsed.time_ms,
+            user_hash: parsed.user_hash,
+            song: self
+                .aggregator
+                .intern_hashed(parsed.song_hash, artist, song),
+            dims: parsed.dims,
+            duration_ms: parsed.duration_ms,
+        };
+        self.aggregator.restore_from(source, stream)
+    }
+
+    /// The windows through this watermark close (it never moves back).
+    pub fn advance_to(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
+        self.advance(watermark_ms, out);
+    }
+
+    /// Pane width of the windows.
+    pub fn pane_ms(&self) -> i64 {
+        self.aggregator.pane_ms()
+    }
+
+    /// Width of the widest window.
+    pub fn max_width_ms(&self) -> i64 {
+        self.aggregator.max_width_ms()
+    }
+
+    /// The aggregator, for sources that manage per-source panes.
+    pub fn aggregator_mut(&mut self) -> &mut WindowAggregator {
+        &mut self.aggregator
+    }
+
+    /// Report this largest event time and watermark in the metrics instead
+    /// of the pipeline's own (sources with per-partition watermarks).
+    pub fn set_external_progress(&mut self, max_event_ms: Option<i64>, watermark_ms: Option<i64>) {
+        self.external_progress = Some((max_event_ms, watermark_ms));
+    }
+
     fn advance(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
         let before = out.len();
         // Read the clock only when a window boundary is crossed.
@@ -368,10 +463,14 @@ impl Pipeline {
     /// Publish counters and freshness gauges.
     pub fn sync_metrics(&mut self, metrics: &Metrics, now_ms: i64) {
         self.ingest.flush();
+        let (max_event_ms, watermark_ms) = self.external_progress.unwrap_or((
+            self.watermark.max_event_ms(),
+            self.watermark.current_ms(),
+        ));
         metrics.set_progress(Progress {
             now_ms,
-            max_event_ms: self.watermark.max_event_ms(),
-            watermark_ms: self.watermark.current_ms(),
+            max_event_ms,
+            watermark_ms,
             live_panes: self.aggregator.live_panes(),
             interned_songs: self.aggregator.interned_songs(),
         });

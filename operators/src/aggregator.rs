@@ -5,8 +5,15 @@
 //! When the watermark passes a window's end the window is built from its
 //! panes, emitted once, and panes no open window needs are freed together
 //! with the song names only they referenced.
+//!
+//! Panes are kept per *source*: an ordered input such as one Kafka
+//! partition. A single-input caller uses source 0 and never notices. With
+//! several sources a window merges the panes of every source, and each
+//! source carries the end of the last window it contributed to, so a source
+//! handed over from another process (with its panes rebuilt) is neither
+//! counted twice in windows that process emitted nor left out of the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use thiserror::Error;
 
@@ -50,13 +57,19 @@ pub struct LateEvent {
     pub closed_through_ms: EventTimeMs,
 }
 
+/// An ordered input whose panes are kept apart (e.g. a Kafka partition).
+pub type SourceId = u32;
+
 /// Panes plus the windows built from them.
 pub struct WindowAggregator {
     windows: Vec<WindowSpec>,
     top_k: usize,
     pane_ms: i64,
     max_width_ms: i64,
-    panes: BTreeMap<EventTimeMs, Pane>,
+    panes: BTreeMap<(EventTimeMs, SourceId), Pane>,
+    /// Per source: windows ending at or before this already hold its panes
+    /// (emitted here or by a previous owner).
+    emitted_through_ms: HashMap<SourceId, EventTimeMs>,
     catalog: SongCatalog,
     closed_through_ms: Option<EventTimeMs>,
     late_events: u64,
@@ -87,6 +100,7 @@ impl WindowAggregator {
             pane_ms,
             max_width_ms,
             panes: BTreeMap::new(),
+            emitted_through_ms: HashMap::new(),
             catalog: SongCatalog::new(),
             closed_through_ms: None,
             late_events: 0,
@@ -122,9 +136,20 @@ impl WindowAggregator {
         }
     }
 
+    /// Drop a name interned for a stream that was then not inserted.
+    pub fn forget_if_unreferenced(&mut self, song: SongId) {
+        self.catalog.forget_if_unreferenced(song);
+    }
+
     /// Count one stream into its pane, unless its windows are already emitted.
     #[inline]
     pub fn insert(&mut self, stream: Stream) -> Result<(), LateEvent> {
+        self.insert_from(0, stream)
+    }
+
+    /// [`WindowAggregator::insert`] for one of several sources.
+    #[inline]
+    pub fn insert_from(&mut self, source: SourceId, stream: Stream) -> Result<(), LateEvent> {
         if self.is_late(stream.time_ms) {
             self.late_events += 1;
             self.catalog.forget_if_unreferenced(stream.song);
@@ -133,14 +158,90 @@ impl WindowAggregator {
                 closed_through_ms: self.closed_through_ms.unwrap_or(i64::MIN),
             });
         }
+        self.add_to_pane(source, stream);
+        Ok(())
+    }
+
+    /// Rebuild a source's state from its input, re-read after a restart or
+    /// a hand-over: the stream was counted before (its lateness was decided
+    /// then), so it goes into its pane even if this aggregator has closed
+    /// the window, unless every window holding the pane already holds the
+    /// source. Returns false when the stream was not needed.
+    pub fn restore_from(&mut self, source: SourceId, stream: Stream) -> bool {
+        let pane_start = bucket_start(stream.time_ms, self.pane_ms);
+        let emitted = self.emitted_through(source);
+        if pane_start.saturating_add(self.max_width_ms) <= emitted {
+            self.catalog.forget_if_unreferenced(stream.song);
+            return false;
+        }
+        self.add_to_pane(source, stream);
+        true
+    }
+
+    #[inline]
+    fn add_to_pane(&mut self, source: SourceId, stream: Stream) {
         let pane = self
             .panes
-            .entry(bucket_start(stream.time_ms, self.pane_ms))
+            .entry((bucket_start(stream.time_ms, self.pane_ms), source))
             .or_default();
         if pane.add(&stream) {
             self.catalog.retain(stream.song);
         }
-        Ok(())
+    }
+
+    /// Windows ending at or before this hold `source`'s panes already.
+    pub fn emitted_through(&self, source: SourceId) -> EventTimeMs {
+        self.emitted_through_ms
+            .get(&source)
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Take on a source whose panes are in windows up to `emitted_through_ms`
+    /// (`i64::MIN` for a new one). Its panes are then rebuilt with
+    /// [`WindowAggregator::restore_from`].
+    pub fn add_source(&mut self, source: SourceId, emitted_through_ms: EventTimeMs) {
+        self.emitted_through_ms.insert(source, emitted_through_ms);
+    }
+
+    /// Give up a source: drop its panes (another owner takes it over).
+    pub fn remove_source(&mut self, source: SourceId) {
+        self.emitted_through_ms.remove(&source);
+        let keys: Vec<_> = self
+            .panes
+            .keys()
+            .filter(|(_, s)| *s == source)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(pane) = self.panes.remove(&key) {
+                for song in pane.songs() {
+                    self.catalog.release(song);
+                }
+            }
+        }
+    }
+
+    /// A source taken over from an owner that had emitted fewer windows than
+    /// this aggregator: emit its share of the windows closed here since
+    /// (ending after its `emitted_through` and up to the watermark), as
+    /// records holding that source alone, so its counts are neither lost
+    /// nor counted twice. Summing records per window gives the totals.
+    pub fn catch_up(&mut self, source: SourceId, out: &mut Vec<WindowResult>) {
+        let Some(closed) = self.closed_through_ms else {
+            return;
+        };
+        let after = self.emitted_through(source);
+        if after >= closed {
+            return;
+        }
+        for (end_ms, window) in self.due_windows(after, closed) {
+            if let Some(result) = self.result(window, end_ms, |s| s == source) {
+                out.push(result);
+            }
+        }
+        self.emitted_through_ms.insert(source, closed);
+        self.free_panes_before(closed);
     }
 
     /// True when moving the watermark to `watermark_ms` crosses a pane
@@ -173,9 +274,15 @@ impl WindowAggregator {
         }
         let after = self.closed_through_ms.unwrap_or(i64::MIN);
         for (end_ms, window) in self.due_windows(after, watermark_ms) {
-            out.push(self.result(window, end_ms));
+            let holds = |source| self.emitted_through(source) < end_ms;
+            if let Some(result) = self.result(window, end_ms, holds) {
+                out.push(result);
+            }
         }
         self.closed_through_ms = Some(watermark_ms);
+        for emitted in self.emitted_through_ms.values_mut() {
+            *emitted = (*emitted).max(watermark_ms);
+        }
         self.free_panes_before(watermark_ms);
     }
 
@@ -194,7 +301,7 @@ impl WindowAggregator {
         for (index, spec) in self.windows.iter().enumerate() {
             let slide = spec.slide_ms();
             let mut run: Option<(EventTimeMs, EventTimeMs)> = None;
-            for &pane_start in self.panes.keys() {
+            for &(pane_start, _) in self.panes.keys() {
                 // Windows holding this pane end in [pane end, pane start + width].
                 let first = bucket_start(pane_start + self.pane_ms + slide - 1, slide);
                 let last = bucket_start(pane_start.saturating_add(spec.width_ms()), slide);
@@ -215,11 +322,22 @@ impl WindowAggregator {
         due
     }
 
-    fn result(&self, window: usize, end_ms: EventTimeMs) -> WindowResult {
+    /// The window ending at `end_ms`, from the panes of the sources `holds`
+    /// accepts; None when they have no pane in it.
+    fn result(
+        &self,
+        window: usize,
+        end_ms: EventTimeMs,
+        holds: impl Fn(SourceId) -> bool,
+    ) -> Option<WindowResult> {
         let spec = &self.windows[window];
         let start_ms = end_ms - spec.width_ms();
-        let mut panes = self.panes.range(start_ms..end_ms).map(|(_, pane)| pane);
-        let first = panes.next().expect("due windows hold at least one pane");
+        let mut panes = self
+            .panes
+            .range((start_ms, 0)..(end_ms, 0))
+            .filter(|((_, source), _)| holds(*source))
+            .map(|(_, pane)| pane);
+        let first = panes.next()?;
         let merged;
         let window_state = match panes.next() {
             None => first,
@@ -231,7 +349,7 @@ impl WindowAggregator {
                 &merged
             }
         };
-        WindowResult {
+        Some(WindowResult {
             window: spec.kind().name(),
             start_ms,
             end_ms,
@@ -240,12 +358,12 @@ impl WindowAggregator {
             top_songs: top_k(window_state.song_counts(), self.top_k, &self.catalog),
             breakdown: window_state.breakdown().clone(),
             listening: window_state.durations().summary(),
-        }
+        })
     }
 
     fn free_panes_before(&mut self, watermark_ms: EventTimeMs) {
         while let Some(entry) = self.panes.first_entry() {
-            if entry.key().saturating_add(self.max_width_ms) > watermark_ms {
+            if entry.key().0.saturating_add(self.max_width_ms) > watermark_ms {
                 break;
             }
             let pane = entry.remove();
@@ -273,6 +391,16 @@ impl WindowAggregator {
     /// Everything before this has been emitted.
     pub fn closed_through_ms(&self) -> Option<EventTimeMs> {
         self.closed_through_ms
+    }
+
+    /// Width of a pane: every window starts and ends on a multiple of it.
+    pub fn pane_ms(&self) -> i64 {
+        self.pane_ms
+    }
+
+    /// Width of the widest window: a pane is kept this long.
+    pub fn max_width_ms(&self) -> i64 {
+        self.max_width_ms
     }
 
     /// The configured windows.

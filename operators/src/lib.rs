@@ -38,7 +38,7 @@ pub mod result;
 pub mod top_k;
 pub mod window;
 
-pub use aggregator::{AggregatorConfig, LateEvent, WindowAggregator};
+pub use aggregator::{AggregatorConfig, LateEvent, SourceId, WindowAggregator};
 pub use breakdown::Breakdown;
 pub use catalog::SongCatalog;
 pub use dimensions::{Device, Dimensions, Gender, Level, UsState};

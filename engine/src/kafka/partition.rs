@@ -1,0 +1,345 @@
+//! One Kafka partition's place in the stream: its watermark, the next
+//! offset to process, and where its live panes began, so that a checkpoint
+//! can say where to re-read from to rebuild them.
+
+use std::collections::BTreeMap;
+
+use downbeat_operators::bucket_start;
+use serde::{Deserialize, Serialize};
+
+/// What a checkpoint keeps of one partition. With it, a new owner (this
+/// process after a crash, or another replica after a rebalance) rebuilds
+/// the partition's panes by re-reading `replay_from..next_offset` without
+/// counting those records again, then carries on from `next_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// The partition.
+    pub partition: i32,
+    /// Grows by one per checkpoint of this partition, whoever writes it: the
+    /// highest wins when several files mention the partition.
+    pub seq: u64,
+    /// Next offset to count.
+    pub next_offset: i64,
+    /// First offset of the earliest pane still held (= `next_offset` if none).
+    pub replay_from: i64,
+    /// The partition's largest event time just before `replay_from`.
+    pub max_event_ms_before_replay: Option<i64>,
+    /// Windows ending at or before this already include this partition.
+    pub emitted_through_ms: i64,
+}
+
+/// Where a pane of this partition began in the log.
+#[derive(Clone, Copy, Debug)]
+struct PaneOrigin {
+    first_offset: i64,
+    max_event_ms_before: Option<i64>,
+}
+
+/// Runtime state of one assigned partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    partition: i32,
+    seq: u64,
+    allowed_lateness_ms: i64,
+    pane_ms: i64,
+    max_width_ms: i64,
+    /// Next offset expected; `None` until the first record (no checkpoint).
+    next_offset: Option<i64>,
+    /// Records below this offset were counted before: they only rebuild panes.
+    restore_until: i64,
+    max_event_ms: Option<i64>,
+    panes: BTreeMap<i64, PaneOrigin>,
+    last_record_wall_ms: i64,
+    /// The checkpoint this partition resumed from, while it is rebuilt:
+    /// until then it is still the partition's true state.
+    resumed_from: Option<PartitionCheckpoint>,
+    /// After a seek, the first record must be at `next_offset`; some
+    /// brokers answer a fetch that starts inside a record batch with the
+    /// next batch, so a gap there means "seek further back".
+    seek_pending: bool,
+    seek_retries: u32,
+}
+
+/// What the consumer should do about a record's offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetCheck {
+    /// Process it (or skip it if [`RecordRole::Seen`]).
+    InOrder,
+    /// Records before it are missing: seek back to this offset and retry.
+    SeekBack(i64),
+}
+
+/// Attempts to seek back before accepting a gap after a resume.
+const MAX_SEEK_RETRIES: u32 = 4;
+
+/// What to do with the record at some offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordRole {
+    /// Already processed (redelivered after a seek): skip it.
+    Seen,
+    /// Counted before a restart or hand-over: rebuild panes only.
+    Restore,
+    /// New: count it.
+    Count,
+}
+
+/// Pane and lateness geometry shared by all partitions.
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionGeometry {
+    /// Allowed lateness, as for the single-input watermark.
+    pub allowed_lateness_ms: i64,
+    /// Pane width of the aggregator.
+    pub pane_ms: i64,
+    /// Widest window: a pane is held this long after its start.
+    pub max_width_ms: i64,
+}
+
+impl PartitionState {
+    /// A partition with no checkpoint: starts wherever the consumer does.
+    pub fn fresh(partition: i32, geometry: PartitionGeometry, now_ms: i64) -> Self {
+        Self {
+            partition,
+            seq: 0,
+            allowed_lateness_ms: geometry.allowed_lateness_ms,
+            pane_ms: geometry.pane_ms,
+            max_width_ms: geometry.max_width_ms,
+            next_offset: None,
+            restore_until: i64::MIN,
+            max_event_ms: None,
+            panes: BTreeMap::new(),
+            last_record_wall_ms: now_ms,
+            resumed_from: None,
+            seek_pending: false,
+            seek_retries: 0,
+        }
+    }
+
+    /// A partition resumed from a checkpoint: the consumer must start at
+    /// [`PartitionCheckpoint::replay_from`].
+    pub fn resumed(checkpoint: &PartitionCheckpoint, geometry: PartitionGeometry, now_ms: i64) -> Self {
+        Self {
+            seq: checkpoint.seq,
+            next_offset: Some(checkpoint.replay_from),
+            restore_until: checkpoint.next_offset,
+            max_event_ms: checkpoint.max_event_ms_before_replay,
+            resumed_from: Some(checkpoint.clone()),
+            seek_pending: true,
+            ..Self::fresh(checkpoint.partition, geometry, now_ms)
+        }
+    }
+
+    /// Check the first record after a resume: a gap before it means the
+    /// broker skipped records (see `seek_pending`); ask to seek further
+    /// back, a few times, before accepting the gap.
+    pub fn check_offset(&mut self, offset: i64) -> OffsetCheck {
+        let Some(next) = self.next_offset.filter(|_| self.seek_pending) else {
+            return OffsetCheck::InOrder;
+        };
+        if offset <= next {
+            if offset == next {
+                self.seek_pending = false;
+            }
+            return OffsetCheck::InOrder;
+        }
+        if self.seek_retries >= MAX_SEEK_RETRIES {
+            tracing::warn!(partition = self.partition, expected = next, offset, "records missing from the log; carrying on after the gap");
+            self.seek_pending = false;
+            return OffsetCheck::InOrder;
+        }
+        self.seek_retries += 1;
+        let back = (offset - next).saturating_mul(1 << self.seek_retries);
+        OffsetCheck::SeekBack(next.saturating_sub(back).max(0))
+    }
+
+    /// A partition without checkpoint whose group offset is known: records
+    /// before it are not this replica's to count.
+    pub fn fresh_at(partition: i32, committed_offset: i64, geometry: PartitionGeometry, now_ms: i64) -> Self {
+        Self {
+            next_offset: Some(committed_offset),
+            seek_pending: true,
+            ..Self::fresh(partition, geometry, now_ms)
+        }
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The role of the record at `offset`, before it is processed.
+    pub fn role(&self, offset: i64) -> RecordRole {
+        match self.next_offset {
+            Some(next) if offset < next => RecordRole::Seen,
+            _ if offset < self.restore_until => RecordRole::Restore,
+            _ => RecordRole::Count,
+        }
+    }
+
+    /// True while records already counted are being re-read.
+    pub fn restoring(&self) -> bool {
+        self.next_offset.is_some_and(|next| next < self.restore_until)
+    }
+
+    /// This partition's watermark: its largest event time minus the lateness.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.max_event_ms
+            .map(|max| max.saturating_sub(self.allowed_lateness_ms))
+    }
+
+    /// Largest event time seen in this partition.
+    pub fn max_event_ms(&self) -> Option<i64> {
+        self.max_event_ms
+    }
+
+    /// A stream is late when its pane ended at or before this partition's
+    /// watermark. Decided per partition, from the partition's own order, so
+    /// the verdict is the same however partitions interleave and whichever
+    /// replica re-reads them; with one partition it is `replay`'s rule.
+    pub fn is_late(&self, time_ms: i64) -> bool {
+        self.watermark_ms()
+            .is_some_and(|wm| bucket_start(time_ms, self.pane_ms) + self.pane_ms <= wm)
+    }
+
+    /// A stream at `time_ms`, record `offset`, went into its pane.
+    pub fn note_pane(&mut self, offset: i64, time_ms: i64) {
+        let before = self.max_event_ms;
+        self.panes
+            .entry(bucket_start(time_ms, self.pane_ms))
+            .or_insert(PaneOrigin {
+                first_offset: offset,
+                max_event_ms_before: before,
+            });
+    }
+
+    /// A stream at `time_ms` was read (counted or not).
+    pub fn observe(&mut self, time_ms: i64) {
+        if self.max_event_ms.is_none_or(|max| time_ms > max) {
+            self.max_event_ms = Some(time_ms);
+        }
+    }
+
+    /// The record at `offset` is done; `now_ms` is the wall clock.
+    pub fn processed(&mut self, offset: i64, now_ms: i64) {
+        self.next_offset = Some(offset + 1);
+        self.last_record_wall_ms = now_ms;
+    }
+
+    /// Next offset to count (what a commit says).
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    /// No record for `idle_timeout_ms`: the partition stops holding the
+    /// engine's watermark back (the core idle rule, per partition).
+    pub fn is_idle(&self, now_ms: i64, idle_timeout_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_record_wall_ms) >= idle_timeout_ms
+    }
+
+    /// The checkpoint after windows through `emitted_through_ms` include
+    /// this partition. Panes no open window needs are forgotten first.
+    pub fn checkpoint(&mut self, emitted_through_ms: i64) -> Option<PartitionCheckpoint> {
+        if self.restoring() {
+            // Mid-rebuild the resumed checkpoint still describes the partition.
+            let mut resumed = self.resumed_from.clone()?;
+            self.seq += 1;
+            resumed.seq = self.seq;
+            return Some(resumed);
+        }
+        self.resumed_from = None;
+        let next_offset = self.next_offset?;
+        let max_width_ms = self.max_width_ms;
+        self.panes
+            .retain(|start, _| start.saturating_add(max_width_ms) > emitted_through_ms);
+        let earliest = self
+            .panes
+            .values()
+            .min_by_key(|origin| origin.first_offset)
+            .copied();
+        let (replay_from, max_event_ms_before_replay) = match earliest {
+            Some(origin) if origin.first_offset < next_offset => {
+                (origin.first_offset, origin.max_event_ms_before)
+            }
+            _ => (next_offset, self.max_event_ms),
+        };
+        self.seq += 1;
+        Some(PartitionCheckpoint {
+            partition: self.partition,
+            seq: self.seq,
+            next_offset,
+            replay_from,
+            max_event_ms_before_replay,
+            emitted_through_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEOMETRY: PartitionGeometry = PartitionGeometry {
+        allowed_lateness_ms: 10_000,
+        pane_ms: 60_000,
+        max_width_ms: 600_000,
+    };
+
+    #[test]
+    fn lateness_follows_the_partitions_own_watermark_per_pane() {
+        let mut p = PartitionState::fresh(0, GEOMETRY, 0);
+        assert!(!p.is_late(0));
+        p.observe(200_000);
+        // Watermark 190 s: the pane [120 s, 180 s) has ended, [180 s, 240 s) has not.
+        assert!(p.is_late(179_999));
+        assert!(!p.is_late(180_000));
+    }
+
+    #[test]
+    fn a_checkpoint_restarts_at_the_first_record_of_the_earliest_live_pane() {
+        let mut p = PartitionState::fresh(3, GEOMETRY, 0);
+        for (offset, time) in [(10, 61_000), (11, 125_000), (12, 62_000), (13, 700_000)] {
+            p.note_pane(offset, time);
+            p.observe(time);
+            p.processed(offset, 0);
+        }
+        let cp = p.checkpoint(i64::MIN).unwrap();
+        assert_eq!((cp.next_offset, cp.replay_from), (14, 10));
+        assert_eq!(cp.max_event_ms_before_replay, None);
+        // Windows through 11 minutes emitted: the pane at 1 minute is no
+        // longer needed, the pane at 2 minutes is (the 10-minute window ending at 12).
+        let cp = p.checkpoint(660_000).unwrap();
+        assert_eq!(cp.replay_from, 11);
+        assert_eq!(cp.max_event_ms_before_replay, Some(61_000));
+        assert!(cp.seq > 1);
+
+        let resumed = PartitionState::resumed(&cp, GEOMETRY, 0);
+        assert_eq!(resumed.role(10), RecordRole::Seen);
+        assert_eq!(resumed.role(11), RecordRole::Restore);
+        assert_eq!(resumed.role(13), RecordRole::Restore);
+        assert_eq!(resumed.role(14), RecordRole::Count);
+        assert!(resumed.restoring());
+        assert_eq!(resumed.watermark_ms(), Some(51_000));
+        let mut resumed = resumed;
+        let again = resumed.checkpoint(900_000).unwrap();
+        assert_eq!((again.next_offset, again.replay_from), (14, 11), "unchanged while rebuilding");
+        assert!(again.seq > cp.seq);
+    }
+
+    #[test]
+    fn a_gap_right_after_a_resume_asks_to_seek_further_back() {
+        let cp = PartitionCheckpoint {
+            partition: 0,
+            seq: 1,
+            next_offset: 900,
+            replay_from: 500,
+            max_event_ms_before_replay: None,
+            emitted_through_ms: 0,
+        };
+        let mut p = PartitionState::resumed(&cp, GEOMETRY, 0);
+        assert_eq!(p.check_offset(600), OffsetCheck::SeekBack(300));
+        assert_eq!(p.check_offset(450), OffsetCheck::InOrder, "before the target: skipped as seen");
+        assert_eq!(p.role(450), RecordRole::Seen);
+        assert_eq!(p.check_offset(500), OffsetCheck::InOrder);
+        p.processed(500, 0);
+        assert_eq!(p.check_offset(700), OffsetCheck::InOrder, "later gaps are the log's own");
+    }
+}

@@ -1,0 +1,253 @@
+//! `downbeat produce`: fill a topic from the built-in generator or a file,
+//! keyed by userId, so the whole pipeline can be demonstrated and
+//! load-tested without other tools.
+
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use serde::Serialize;
+
+use crate::source::generator::Generator;
+
+/// What to produce.
+pub struct ProduceSettings {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Target topic.
+    pub topic: String,
+    /// JSON Lines file or `-`; None: the generator.
+    pub input: Option<String>,
+    /// Generator: events per second (paced in real time unless `count`).
+    pub rate_per_sec: f64,
+    /// Generator: stop after this many events, produced as fast as possible
+    /// with event times spaced by the rate and ending now.
+    pub count: Option<u64>,
+    /// Generator: event time of the first event (epoch ms).
+    pub start_ms: Option<i64>,
+    /// Extra librdkafka producer properties.
+    pub properties: Vec<(String, String)>,
+    /// The generator's settings (seed, catalogue).
+    pub generator: crate::source::generator::GeneratorConfig,
+}
+
+/// Printed at the end, on stderr.
+#[derive(Debug, Default, Serialize)]
+pub struct ProduceSummary {
+    /// Records handed to the producer.
+    pub records: u64,
+    /// Records the broker acknowledged.
+    pub delivered: u64,
+    /// Records that failed delivery.
+    pub failed: u64,
+    /// Lines produced without a key (no userId found).
+    pub unkeyed: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Delivered records per second.
+    pub records_per_sec: f64,
+}
+
+/// Counts delivery reports.
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Context(Arc<Deliveries>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((error, _)) => {
+                tracing::warn!(%error, "delivery failed");
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// The raw text of the record's `userId` value (quotes removed), the key
+/// that keeps a user's events in one partition. A plain scan, not a full
+/// parse: a line without it is produced unkeyed.
+pub fn user_key(line: &[u8]) -> Option<&[u8]> {
+    let at = memchr::memmem::find(line, b"\"userId\"")?;
+    let rest = &line[at + 8..];
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let value = rest[colon + 1..].trim_ascii_start();
+    if let Some(quoted) = value.strip_prefix(b"\"") {
+        let end = memchr::memchr(b'"', quoted)?;
+        return Some(&quoted[..end]).filter(|k| !k.is_empty());
+    }
+    let end = value
+        .iter()
+        .position(|&b| matches!(b, b',' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+        .unwrap_or(value.len());
+    Some(&value[..end]).filter(|k| !k.is_empty() && *k != b"null")
+}
+
+struct Sender {
+    producer: BaseProducer<Context>,
+    topic: String,
+    summary: ProduceSummary,
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl Sender {
+    fn send(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        let key = user_key(line);
+        if key.is_none() {
+            self.summary.unkeyed += 1;
+        }
+        loop {
+            let mut record = BaseRecord::to(&self.topic).payload(line);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+        self.summary.records += 1;
+        if self.summary.records % 4096 == 0 {
+            self.producer.poll(Duration::ZERO);
+            if let Some(bar) = &self.bar {
+                bar.set_position(self.summary.records);
+                let rate = self.summary.records as f64 / self.started.elapsed().as_secs_f64();
+                bar.set_message(format!("{rate:.0} records/s"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Produce until the input ends, `count` is reached, or SIGINT.
+pub fn produce(settings: ProduceSettings) -> anyhow::Result<ProduceSummary> {
+    let deliveries = Arc::new(Deliveries {
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", "downbeat-produce")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000");
+    for (key, value) in &settings.properties {
+        client.set(key, value);
+    }
+    let producer: BaseProducer<Context> =
+        client.create_with_context(Context(Arc::clone(&deliveries)))?;
+    let bar = io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {pos} records {msg}").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut sender = Sender {
+        producer,
+        topic: settings.topic.clone(),
+        summary: ProduceSummary::default(),
+        bar,
+        started: Instant::now(),
+    };
+    match settings.input.as_deref() {
+        Some(path) => {
+            let reader: Box<dyn Read> = if path == "-" {
+                Box::new(io::stdin())
+            } else {
+                Box::new(std::fs::File::open(path)?)
+            };
+            let mut reader = BufReader::with_capacity(1 << 16, reader);
+            let mut line = Vec::with_capacity(1024);
+            while reader.read_until(b'\n', &mut line)? > 0 {
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                sender.send(text)?;
+                line.clear();
+            }
+        }
+        None => generate(&settings, &mut sender)?,
+    }
+    sender.producer.flush(Duration::from_secs(60))?;
+    if let Some(bar) = &sender.bar {
+        bar.finish_and_clear();
+    }
+    let mut summary = sender.summary;
+    summary.delivered = deliveries.delivered.load(Ordering::Relaxed);
+    summary.failed = deliveries.failed.load(Ordering::Relaxed);
+    summary.seconds = sender.started.elapsed().as_secs_f64();
+    summary.records_per_sec = summary.delivered as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<()> {
+    let mut generator = Generator::new(&settings.generator);
+    let step_ms = 1000.0 / settings.rate_per_sec;
+    let mut line = Vec::with_capacity(1024);
+    match settings.count {
+        Some(count) => {
+            let start = settings
+                .start_ms
+                .unwrap_or_else(|| crate::output::now_ms() - (count as f64 * step_ms) as i64);
+            for i in 0..count {
+                line.clear();
+                generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
+                sender.send(&line)?;
+            }
+        }
+        None => {
+            let started = Instant::now();
+            let mut produced: u64 = 0;
+            loop {
+                let due = (started.elapsed().as_secs_f64() * settings.rate_per_sec) as u64;
+                let now = crate::output::now_ms();
+                for _ in produced..due {
+                    line.clear();
+                    generator.write_event(now, &mut line);
+                    sender.send(&line)?;
+                }
+                produced = due;
+                sender.producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_key;
+
+    #[test]
+    fn the_key_is_the_user_id_as_text() {
+        assert_eq!(user_key(br#"{"ts":1,"userId":"42","song":"x"}"#), Some(&b"42"[..]));
+        assert_eq!(user_key(br#"{"userId": 42, "ts":1}"#), Some(&b"42"[..]));
+        assert_eq!(user_key(br#"{"userId":7}"#), Some(&b"7"[..]));
+        assert_eq!(user_key(br#"{"userId":""}"#), None);
+        assert_eq!(user_key(br#"{"userId":null}"#), None);
+        assert_eq!(user_key(b"not json"), None);
+    }
+}

@@ -1,0 +1,467 @@
+//! The Kafka source against a real Kafka-protocol broker (tansu, started
+//! per test on a free loopback port with in-memory storage): windows equal
+//! `replay`'s, exact recovery after `kill -9`, two replicas splitting a
+//! topic and handing partitions over, and reconnection after the broker
+//! goes away.
+//!
+//! Needs `tansu` on PATH (`.ci/run` installs it).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{downbeat, free_port, get, stdout_of, wait_until};
+use serde_json::Value;
+
+/// A tansu broker, killed when dropped.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`tansu` must be on PATH: .ci/run installs it (cargo install tansu --version 0.6.0 --features dynostore)");
+        wait_until(Duration::from_secs(20), "the broker to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { child, port }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        stdout_of(
+            Command::new("tansu")
+                .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+                .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)]),
+        );
+    }
+
+    fn produce(&self, topic: &str, input: &Path) {
+        stdout_of(
+            downbeat()
+                .args(["produce", "--brokers", &self.address(), "--topic", topic, "--input"])
+                .arg(input),
+        );
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `downbeat run --source kafka` process, killed when dropped.
+struct Replica {
+    child: Child,
+    port: u16,
+    emit: PathBuf,
+}
+
+impl Replica {
+    fn start(broker: &Broker, topic: &str, group: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let emit = dir.join(format!("{name}.windows.jsonl"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .unwrap();
+        let child = downbeat()
+            .args(["run", "--brokers", &broker.address(), "--topic", topic, "--group", group])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--replica-id", name])
+            .arg("--emit-windows")
+            .arg(&emit)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let replica = Self { child, port, emit };
+        wait_until(Duration::from_secs(20), "/healthz", || {
+            matches!(get(replica.port, "/healthz"), Ok((200, _)))
+        });
+        replica
+    }
+
+    /// Every sample as `name{labels}` -> value.
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        let Ok((200, body)) = get(self.port, "/metrics") else {
+            return BTreeMap::new();
+        };
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                Some((key.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn metric(&self, key: &str) -> f64 {
+        self.metrics().get(key).copied().unwrap_or(-1.0)
+    }
+
+    fn ready(&self) -> bool {
+        matches!(get(self.port, "/readyz"), Ok((200, _)))
+    }
+
+    fn windows(&self) -> String {
+        std::fs::read_to_string(&self.emit).unwrap_or_default()
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        stdout_of(Command::new("kill").args(["-TERM", &pid]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "replica did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// `downbeat generate` output: `count` events, one every `1000 / rate` ms
+/// of event time from a fixed start, deterministic.
+fn generated(dir: &Path, name: &str, count: u64, rate: u64) -> PathBuf {
+    let path = dir.join(name);
+    let lines = stdout_of(downbeat().args([
+        "generate",
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--start-ms",
+        "1700000000000",
+        "--seed",
+        "11",
+    ]));
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// `replay`'s windows (raw JSON Lines) and summary for `input`.
+fn replay_of(input: &Path, dir: &Path) -> (String, Value) {
+    let (_, summary) = common::replay(input, dir, &[]);
+    (std::fs::read_to_string(dir.join("windows.jsonl")).unwrap(), summary)
+}
+
+fn lines(text: &str) -> usize {
+    text.lines().count()
+}
+
+/// Equal window outputs, or a panic showing the first difference briefly.
+fn assert_same_windows(got: &str, expected: &str, what: &str) {
+    if got == expected {
+        return;
+    }
+    let short = |l: Option<&str>| l.map(|l| l.chars().take(240).collect::<String>());
+    let index = got
+        .lines()
+        .zip(expected.lines())
+        .position(|(g, e)| g != e)
+        .unwrap_or(lines(got).min(lines(expected)));
+    panic!(
+        "{what}: {} lines vs {} expected; first difference at line {index}:\n got:      {:?}\n expected: {:?}",
+        lines(got),
+        lines(expected),
+        short(got.lines().nth(index)),
+        short(expected.lines().nth(index)),
+    );
+}
+
+#[test]
+fn windows_from_kafka_equal_replay_on_the_eventsim_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::eventsim_file(dir.path());
+    let (expected, summary) = replay_of(&input, dir.path());
+    let broker = Broker::start();
+    broker.create_topic("listens", 4);
+    broker.produce("listens", &input);
+
+    let checkpoints = dir.path().join("checkpoints");
+    let replica = Replica::start(&broker, "listens", "g1", dir.path(), "solo", &[
+        "--idle-timeout-ms", "2000", "--checkpoint-dir", checkpoints.to_str().unwrap(),
+    ]);
+    wait_until(Duration::from_secs(90), "every window", || lines(&replica.windows()) >= lines(&expected));
+    assert_same_windows(&replica.windows(), &expected, "windows from 4 partitions vs replay");
+    let m = replica.metrics();
+    assert_eq!(m["downbeat_streams_total"], summary["streams"].as_f64().unwrap());
+    assert_eq!(m["downbeat_events_total"], summary["lines"].as_f64().unwrap());
+    assert_eq!(m["downbeat_late_events_total"], 0.0);
+    assert_eq!(m["downbeat_kafka_assigned_partitions"], 4.0);
+    let processed: f64 = (0..4)
+        .map(|p| m[&format!("downbeat_kafka_processed_offset{{partition=\"{p}\"}}")])
+        .sum();
+    assert_eq!(processed, summary["lines"].as_f64().unwrap(), "offsets cover every record");
+    assert!(replica.ready());
+}
+
+/// A cheap deterministic sequence for kill points (the seed is printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn fraction(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 60_000u64;
+    let input = generated(dir.path(), "events.jsonl", total, 40);
+    let (expected, summary) = replay_of(&input, dir.path());
+    let broker = Broker::start();
+    broker.create_topic("listens", 4);
+    broker.produce("listens", &input);
+
+    let checkpoints = dir.path().join("checkpoints");
+    let args = [
+        "--idle-timeout-ms", "3000",
+        "--checkpoint-dir", checkpoints.to_str().unwrap(),
+        "--checkpoint-interval-ms", "100",
+    ];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill-point seed {seed}");
+    let mut random = Lcg(seed);
+    let mut killed_mid_stream = 0;
+    for round in 0..4 {
+        let mut replica = Replica::start(&broker, "listens", "crash", dir.path(), "r", &args);
+        // Restored counters: where the last checkpoint left off.
+        let base = replica.metric("downbeat_events_total");
+        if round == 3 {
+            // Killed while it rebuilds its state from the checkpoint.
+            std::thread::sleep(Duration::from_millis(300));
+        } else {
+            let target = base + (total as f64 - base) * (0.1 + 0.5 * random.fraction());
+            wait_until(Duration::from_secs(120), "progress before the kill", || {
+                replica.metric("downbeat_events_total") >= target
+            });
+        }
+        let seen = replica.metric("downbeat_events_total");
+        replica.kill_9();
+        eprintln!("round {round}: killed at {seen} events");
+        if seen > 0.0 && seen < total as f64 {
+            killed_mid_stream += 1;
+        }
+    }
+    assert!(killed_mid_stream >= 2, "the kills should land mid-stream");
+
+    let replica = Replica::start(&broker, "listens", "crash", dir.path(), "r", &args);
+    wait_until(Duration::from_secs(120), "every window", || lines(&replica.windows()) >= lines(&expected));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_same_windows(&replica.windows(), &expected, "windows after crashes vs an uninterrupted run");
+    let m = replica.metrics();
+    assert_eq!(m["downbeat_events_total"], total as f64, "no record lost or counted twice");
+    assert_eq!(m["downbeat_streams_total"], summary["streams"].as_f64().unwrap());
+    let windows: f64 = ["1m", "10m"]
+        .iter()
+        .map(|w| m[&format!("downbeat_windows_emitted_total{{window=\"{w}\"}}")])
+        .sum();
+    assert_eq!(windows, summary["windows"].as_f64().unwrap());
+    let last = |kind: &str| -> Value {
+        expected
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|w| w["window"] == kind)
+            .last()
+            .unwrap()
+    };
+    assert_eq!(
+        m["downbeat_window_streams{window=\"10m\"}"],
+        last("sliding")["streams"].as_f64().unwrap()
+    );
+    assert_eq!(
+        m["downbeat_active_users{window=\"1m\"}"],
+        last("tumbling")["active_users"].as_f64().unwrap()
+    );
+}
+
+/// Sum the records of each window over replicas: (kind, start) -> summed fields.
+fn summed(outputs: &[String]) -> BTreeMap<(String, i64), Value> {
+    let mut sums: BTreeMap<(String, i64), Value> = BTreeMap::new();
+    for text in outputs {
+        for line in text.lines() {
+            let w: Value = serde_json::from_str(line).unwrap();
+            let key = (w["window"].as_str().unwrap().to_owned(), w["start_ms"].as_i64().unwrap());
+            let entry = sums.entry(key).or_insert_with(|| serde_json::json!({
+                "streams": 0, "active_users": 0, "breakdown": {}
+            }));
+            add(&mut entry["streams"], &w["streams"]);
+            add(&mut entry["active_users"], &w["active_users"]);
+            add_all(&mut entry["breakdown"], &w["breakdown"]);
+        }
+    }
+    sums
+}
+
+fn add(into: &mut Value, value: &Value) {
+    *into = (into.as_u64().unwrap_or(0) + value.as_u64().unwrap()).into();
+}
+
+/// Add every number in `value` into `into`, recursively by key.
+fn add_all(into: &mut Value, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            if !into.is_object() {
+                *into = Value::Object(Default::default());
+            }
+            for (k, v) in map {
+                let slot = into.as_object_mut().unwrap().entry(k.clone()).or_insert(Value::Null);
+                add_all(slot, v);
+            }
+        }
+        Value::Number(_) => add(into, value),
+        _ => {}
+    }
+}
+
+#[test]
+fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 40_000u64;
+    let input = generated(dir.path(), "events.jsonl", total, 20);
+    let (expected, summary) = replay_of(&input, dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let (first, second) = all.split_at(all.len() / 2);
+    let first_half = dir.path().join("first.jsonl");
+    let second_half = dir.path().join("second.jsonl");
+    std::fs::write(&first_half, first.join("\n") + "\n").unwrap();
+    std::fs::write(&second_half, second.join("\n") + "\n").unwrap();
+
+    let broker = Broker::start();
+    broker.create_topic("listens", 4);
+    let checkpoints = dir.path().join("checkpoints");
+    let args = [
+        "--idle-timeout-ms", "8000",
+        "--checkpoint-dir", checkpoints.to_str().unwrap(),
+        "--checkpoint-interval-ms", "200",
+    ];
+    let mut a = Replica::start(&broker, "listens", "pair", dir.path(), "a", &args);
+    let b = Replica::start(&broker, "listens", "pair", dir.path(), "b", &args);
+    wait_until(Duration::from_secs(60), "both replicas to hold partitions", || {
+        a.metric("downbeat_kafka_assigned_partitions") >= 1.0
+            && b.metric("downbeat_kafka_assigned_partitions") >= 1.0
+            && a.metric("downbeat_kafka_assigned_partitions") + b.metric("downbeat_kafka_assigned_partitions") == 4.0
+    });
+    broker.produce("listens", &first_half);
+    let half = first.len() as f64;
+    wait_until(Duration::from_secs(120), "the first half to be consumed", || {
+        a.metric("downbeat_events_total") + b.metric("downbeat_events_total") == half
+    });
+    assert!(a.metric("downbeat_events_total") > 0.0 && b.metric("downbeat_events_total") > 0.0, "both replicas consume");
+    let counted_by_a = a.metrics();
+    a.stop();
+    broker.produce("listens", &second_half);
+    wait_until(Duration::from_secs(60), "the survivor to take every partition", || {
+        b.metric("downbeat_kafka_assigned_partitions") == 4.0
+    });
+    wait_until(Duration::from_secs(120), "the second half to be consumed", || {
+        counted_by_a["downbeat_events_total"] + b.metric("downbeat_events_total") == total as f64
+    });
+    // Let the idle rule close the last windows.
+    let expected_sums = summed(&[expected.clone()]);
+    wait_until(Duration::from_secs(60), "the last windows", || {
+        summed(&[a.windows(), b.windows()]).len() >= expected_sums.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let counted_by_b = b.metrics();
+    for key in ["downbeat_events_total", "downbeat_streams_total", "downbeat_late_events_total"] {
+        let sum = counted_by_a[key] + counted_by_b[key];
+        let single = match key {
+            "downbeat_events_total" => summary["lines"].as_f64().unwrap(),
+            "downbeat_streams_total" => summary["streams"].as_f64().unwrap(),
+            _ => 0.0,
+        };
+        assert_eq!(sum, single, "{key} summed over replicas");
+    }
+    for level in ["free", "paid"] {
+        let key = format!("downbeat_streams_by_level_total{{level=\"{level}\"}}");
+        let from_windows: u64 = expected
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|w| w["window"] == "tumbling")
+            .map(|w| w["breakdown"]["level"][level].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(counted_by_a[&key] + counted_by_b[&key], from_windows as f64, "{key}");
+    }
+    let got = summed(&[a.windows(), b.windows()]);
+    assert_eq!(got.len(), expected_sums.len(), "every window, once");
+    for (key, want) in &expected_sums {
+        assert_eq!(got.get(key), Some(want), "window {key:?}: replicas' records summed");
+    }
+}
+
+#[test]
+fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start();
+    let port = broker.port;
+    broker.create_topic("listens", 2);
+    let now_events = |name: &str, count: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, stdout_of(downbeat().args(["generate", "--count", count, "--rate", "100"]))).unwrap();
+        path
+    };
+    broker.produce("listens", &now_events("one.jsonl", "500"));
+    let replica = Replica::start(&broker, "listens", "r", dir.path(), "r", &[]);
+    wait_until(Duration::from_secs(60), "ready and consuming", || {
+        replica.ready() && replica.metric("downbeat_events_total") == 500.0
+    });
+
+    broker.stop();
+    wait_until(Duration::from_secs(60), "not ready while the broker is gone", || !replica.ready());
+    assert!(replica.metric("downbeat_kafka_connection_errors_total") > 0.0);
+    assert_eq!(get(replica.port, "/healthz").unwrap().0, 200, "still alive");
+    assert_eq!(replica.metric("downbeat_events_total"), 500.0, "last results still served");
+
+    let broker = Broker::start_on(port);
+    broker.create_topic("listens", 2);
+    broker.produce("listens", &now_events("two.jsonl", "2000"));
+    wait_until(Duration::from_secs(90), "ready again and consuming", || {
+        replica.ready() && replica.metric("downbeat_events_total") > 500.0
+    });
+}
