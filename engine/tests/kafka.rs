@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use common::{downbeat, free_port, get, stdout_of, wait_until};
 use serde_json::Value;
 
+/// These tests start brokers and engines and measure progress by wall-clock
+/// waits; on a 2-core machine they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A tansu broker, killed when dropped.
 struct Broker {
     child: Child,
@@ -126,6 +134,13 @@ impl Replica {
         self.metrics().get(key).copied().unwrap_or(-1.0)
     }
 
+    /// Panics if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("the replica exited: {status}");
+        }
+    }
+
     fn ready(&self) -> bool {
         matches!(get(self.port, "/readyz"), Ok((200, _)))
     }
@@ -208,7 +223,8 @@ fn assert_same_windows(got: &str, expected: &str, what: &str) {
 
 #[test]
 fn windows_from_kafka_equal_replay_on_the_eventsim_data() {
-    let dir = tempfile::tempdir().unwrap();
+    let _serial = serial();
+    let dir = Scratch::new();
     let input = common::eventsim_file(dir.path());
     let (expected, summary) = replay_of(&input, dir.path());
     let broker = Broker::start();
@@ -245,7 +261,8 @@ impl Lcg {
 
 #[test]
 fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
-    let dir = tempfile::tempdir().unwrap();
+    let _serial = serial();
+    let dir = Scratch::new();
     let total = 60_000u64;
     let input = generated(dir.path(), "events.jsonl", total, 40);
     let (expected, summary) = replay_of(&input, dir.path());
@@ -258,6 +275,9 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
         "--idle-timeout-ms", "3000",
         "--checkpoint-dir", checkpoints.to_str().unwrap(),
         "--checkpoint-interval-ms", "100",
+        // Static membership, as for a StatefulSet pod: the restarted process
+        // takes the killed one's place in the group at once.
+        "--kafka-property", "group.instance.id=r",
     ];
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -357,9 +377,33 @@ fn add_all(into: &mut Value, value: &Value) {
     }
 }
 
+/// A scratch directory, removed at the end unless DOWNBEAT_KEEP_TEST_DIRS is
+/// set (then its path, with the replicas' logs, is printed).
+struct Scratch {
+    path: PathBuf,
+    _removed_on_drop: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("DOWNBEAT_KEEP_TEST_DIRS").is_some() {
+            let path = dir.keep();
+            eprintln!("keeping {}", path.display());
+            return Self { path, _removed_on_drop: None };
+        }
+        Self { path: dir.path().to_owned(), _removed_on_drop: Some(dir) }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[test]
 fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    let _serial = serial();
+    let dir = Scratch::new();
     let total = 40_000u64;
     let input = generated(dir.path(), "events.jsonl", total, 20);
     let (expected, summary) = replay_of(&input, dir.path());
@@ -374,8 +418,11 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
     let broker = Broker::start();
     broker.create_topic("listens", 4);
     let checkpoints = dir.path().join("checkpoints");
+    // The pauses below (a replica leaving, the next half produced) stay
+    // well under the idle timeout, so the idle rule does not close windows
+    // of this historical data early.
     let args = [
-        "--idle-timeout-ms", "8000",
+        "--idle-timeout-ms", "20000",
         "--checkpoint-dir", checkpoints.to_str().unwrap(),
         "--checkpoint-interval-ms", "200",
     ];
@@ -416,7 +463,7 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
             "downbeat_streams_total" => summary["streams"].as_f64().unwrap(),
             _ => 0.0,
         };
-        assert_eq!(sum, single, "{key} summed over replicas");
+        assert_eq!(sum, single, "{key} summed over replicas (late: {} + {})", counted_by_a["downbeat_late_events_total"], counted_by_b["downbeat_late_events_total"]);
     }
     for level in ["free", "paid"] {
         let key = format!("downbeat_streams_by_level_total{{level=\"{level}\"}}");
@@ -437,7 +484,8 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
 
 #[test]
 fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
-    let dir = tempfile::tempdir().unwrap();
+    let _serial = serial();
+    let dir = Scratch::new();
     let mut broker = Broker::start();
     let port = broker.port;
     broker.create_topic("listens", 2);
@@ -447,7 +495,7 @@ fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
         path
     };
     broker.produce("listens", &now_events("one.jsonl", "500"));
-    let replica = Replica::start(&broker, "listens", "r", dir.path(), "r", &[]);
+    let mut replica = Replica::start(&broker, "listens", "r", dir.path(), "r", &[]);
     wait_until(Duration::from_secs(60), "ready and consuming", || {
         replica.ready() && replica.metric("downbeat_events_total") == 500.0
     });
@@ -462,6 +510,7 @@ fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
     broker.create_topic("listens", 2);
     broker.produce("listens", &now_events("two.jsonl", "2000"));
     wait_until(Duration::from_secs(90), "ready again and consuming", || {
+        replica.assert_running();
         replica.ready() && replica.metric("downbeat_events_total") > 500.0
     });
 }

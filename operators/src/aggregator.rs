@@ -9,9 +9,13 @@
 //! Panes are kept per *source*: an ordered input such as one Kafka
 //! partition. A single-input caller uses source 0 and never notices. With
 //! several sources a window merges the panes of every source, and each
-//! source carries the end of the last window it contributed to, so a source
-//! handed over from another process (with its panes rebuilt) is neither
-//! counted twice in windows that process emitted nor left out of the rest.
+//! source carries `emitted_through`: the end of the last window holding its
+//! panes. A source handed over from another process (its panes rebuilt) may
+//! be behind the windows closed here; it then *catches up*: its share of
+//! those windows is emitted as records of its own as its watermark passes
+//! them, and until then its events for them are not late. So nothing is
+//! counted twice or lost across a hand-over, and summing the records of a
+//! window gives its totals.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -136,6 +140,16 @@ impl WindowAggregator {
         }
     }
 
+    /// [`WindowAggregator::is_late`] for one source: its pane's windows
+    /// already hold the source's panes.
+    #[inline]
+    pub fn is_late_from(&self, source: SourceId, time_ms: EventTimeMs) -> bool {
+        if self.emitted_through_ms.is_empty() {
+            return self.is_late(time_ms);
+        }
+        bucket_start(time_ms, self.pane_ms) + self.pane_ms <= self.emitted_through(source)
+    }
+
     /// Drop a name interned for a stream that was then not inserted.
     pub fn forget_if_unreferenced(&mut self, song: SongId) {
         self.catalog.forget_if_unreferenced(song);
@@ -150,7 +164,7 @@ impl WindowAggregator {
     /// [`WindowAggregator::insert`] for one of several sources.
     #[inline]
     pub fn insert_from(&mut self, source: SourceId, stream: Stream) -> Result<(), LateEvent> {
-        if self.is_late(stream.time_ms) {
+        if self.is_late_from(source, stream.time_ms) {
             self.late_events += 1;
             self.catalog.forget_if_unreferenced(stream.song);
             return Err(LateEvent {
@@ -189,12 +203,19 @@ impl WindowAggregator {
         }
     }
 
-    /// Windows ending at or before this hold `source`'s panes already.
+    /// Windows ending at or before this hold `source`'s panes already (for
+    /// a source never added: the aggregator's own progress).
     pub fn emitted_through(&self, source: SourceId) -> EventTimeMs {
         self.emitted_through_ms
             .get(&source)
             .copied()
-            .unwrap_or(i64::MIN)
+            .unwrap_or(self.closed_through_ms.unwrap_or(i64::MIN))
+    }
+
+    /// True when `source` still owes windows already closed here.
+    pub fn is_behind(&self, source: SourceId) -> bool {
+        self.closed_through_ms
+            .is_some_and(|closed| self.emitted_through(source) < closed)
     }
 
     /// Take on a source whose panes are in windows up to `emitted_through_ms`
@@ -223,24 +244,25 @@ impl WindowAggregator {
     }
 
     /// A source taken over from an owner that had emitted fewer windows than
-    /// this aggregator: emit its share of the windows closed here since
-    /// (ending after its `emitted_through` and up to the watermark), as
-    /// records holding that source alone, so its counts are neither lost
-    /// nor counted twice. Summing records per window gives the totals.
-    pub fn catch_up(&mut self, source: SourceId, out: &mut Vec<WindowResult>) {
+    /// this aggregator: emit its share of the windows closed here that end
+    /// after its `emitted_through`, up to `upto_ms` (its own watermark, so
+    /// only windows its input is complete for), as records holding that
+    /// source alone. Summing records per window gives the totals.
+    pub fn catch_up(&mut self, source: SourceId, upto_ms: EventTimeMs, out: &mut Vec<WindowResult>) {
         let Some(closed) = self.closed_through_ms else {
             return;
         };
         let after = self.emitted_through(source);
-        if after >= closed {
+        let upto = upto_ms.min(closed);
+        if after >= upto {
             return;
         }
-        for (end_ms, window) in self.due_windows(after, closed) {
+        for (end_ms, window) in self.due_windows(after, upto) {
             if let Some(result) = self.result(window, end_ms, |s| s == source) {
                 out.push(result);
             }
         }
-        self.emitted_through_ms.insert(source, closed);
+        self.emitted_through_ms.insert(source, upto);
         self.free_panes_before(closed);
     }
 
@@ -268,22 +290,27 @@ impl WindowAggregator {
             return;
         }
         // Window ends are pane boundaries: none crossed, nothing to close.
-        if !self.crosses_boundary(watermark_ms) {
-            self.closed_through_ms = Some(watermark_ms);
-            return;
-        }
         let after = self.closed_through_ms.unwrap_or(i64::MIN);
-        for (end_ms, window) in self.due_windows(after, watermark_ms) {
-            let holds = |source| self.emitted_through(source) < end_ms;
-            if let Some(result) = self.result(window, end_ms, holds) {
-                out.push(result);
+        let crossed = self.crosses_boundary(watermark_ms);
+        if crossed {
+            for (end_ms, window) in self.due_windows(after, watermark_ms) {
+                let holds = |source| self.emitted_through(source) < end_ms;
+                if let Some(result) = self.result(window, end_ms, holds) {
+                    out.push(result);
+                }
+            }
+        }
+        // Sources in step move with the watermark; sources behind (catching
+        // up) keep owing the windows before `after`.
+        for emitted in self.emitted_through_ms.values_mut() {
+            if *emitted >= after {
+                *emitted = (*emitted).max(watermark_ms);
             }
         }
         self.closed_through_ms = Some(watermark_ms);
-        for emitted in self.emitted_through_ms.values_mut() {
-            *emitted = (*emitted).max(watermark_ms);
+        if crossed {
+            self.free_panes_before(watermark_ms);
         }
-        self.free_panes_before(watermark_ms);
     }
 
     /// Emit every remaining window (end of input).
@@ -361,14 +388,23 @@ impl WindowAggregator {
         })
     }
 
+    /// Free panes every window holding them has been emitted with: those
+    /// ending (start + widest window) at or before their source's
+    /// `emitted_through`, which is at most `watermark_ms`.
     fn free_panes_before(&mut self, watermark_ms: EventTimeMs) {
-        while let Some(entry) = self.panes.first_entry() {
-            if entry.key().0.saturating_add(self.max_width_ms) > watermark_ms {
-                break;
-            }
-            let pane = entry.remove();
-            for song in pane.songs() {
-                self.catalog.release(song);
+        let max_width_ms = self.max_width_ms;
+        let done: Vec<(EventTimeMs, SourceId)> = self
+            .panes
+            .keys()
+            .take_while(|(start, _)| start.saturating_add(max_width_ms) <= watermark_ms)
+            .filter(|(start, source)| start.saturating_add(max_width_ms) <= self.emitted_through(*source))
+            .copied()
+            .collect();
+        for key in done {
+            if let Some(pane) = self.panes.remove(&key) {
+                for song in pane.songs() {
+                    self.catalog.release(song);
+                }
             }
         }
     }

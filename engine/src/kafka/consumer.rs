@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{bucket_start, WindowResult};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, NativeClient};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::checkpoint::{new_checkpoint, truncate_output, CheckpointStore};
+use super::group::{self, CallbackClient, GroupClient};
 use super::metrics::KafkaMetrics;
 use super::partition::{OffsetCheck, PartitionCheckpoint, PartitionGeometry, PartitionState, RecordRole};
 use crate::config::Config;
@@ -32,6 +33,18 @@ use crate::source::lines::Line;
 
 /// How often idleness, metrics, readiness and checkpoints are looked at.
 const TICK: Duration = Duration::from_millis(100);
+
+/// A resumed partition is fetched from this many records before its resume
+/// offset (they are skipped unread). Some Kafka-protocol brokers (tansu
+/// 0.6) answer a fetch that starts inside a record batch with the next
+/// batch, or with nothing if it is the last one; starting before the batch
+/// avoids both. Real Kafka returns the containing batch and the client
+/// skips the same records anyway.
+const RESUME_LOOKBACK_RECORDS: i64 = 10_000;
+
+fn fetch_from(resume_offset: i64) -> Offset {
+    Offset::Offset(resume_offset.saturating_sub(RESUME_LOOKBACK_RECORDS).max(0))
+}
 
 /// Where closed windows are written, and how many bytes so far.
 struct EmitSink {
@@ -200,22 +213,36 @@ impl Engine {
             }
         }
         state.processed(offset, now);
-        if was_restoring && !state.restoring() {
+        let rebuilt = was_restoring && !state.restoring();
+        if rebuilt {
             tracing::info!(partition, "partition state rebuilt");
-            self.pipeline
-                .aggregator_mut()
-                .catch_up(source, &mut self.closed);
         }
         let pane_ms = self.geometry.pane_ms;
-        let crossed = match (watermark_before, state.watermark_ms()) {
+        let watermark = state.watermark_ms();
+        let crossed = match (watermark_before, watermark) {
             (Some(before), Some(after)) => bucket_start(before, pane_ms) != bucket_start(after, pane_ms),
             (None, Some(_)) => true,
             _ => false,
         };
+        if (crossed || rebuilt) && !state.restoring() {
+            if let Some(watermark) = watermark {
+                self.catch_up(source, watermark);
+            }
+        }
         if crossed || was_restoring {
             self.advance(now);
         }
         None
+    }
+
+    /// A partition behind the windows closed here (taken over from a
+    /// replica that was behind) emits its share of them up to its own
+    /// watermark.
+    fn catch_up(&mut self, source: u32, upto_ms: i64) {
+        let aggregator = self.pipeline.aggregator_mut();
+        if aggregator.is_behind(source) {
+            aggregator.catch_up(source, upto_ms, &mut self.closed);
+        }
     }
 
     /// The engine's watermark: the minimum over assigned partitions that are
@@ -301,12 +328,28 @@ impl Engine {
     fn tick(&mut self) {
         let now = now_ms();
         self.pipeline.tick(now, &mut self.closed);
+        // A partition behind that has gone idle owes windows its input will
+        // not complete: emit them now (the idle rule, for catching up).
+        let fetch = self.fetch.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let idle_behind: Vec<u32> = self
+            .partitions
+            .values()
+            .filter(|state| !state.restoring() && state.is_idle(now, self.idle_timeout_ms))
+            .filter(|state| {
+                fetch
+                    .get(&state.partition())
+                    .is_some_and(|f| f.caught_up(state.next_offset()))
+            })
+            .map(|state| state.partition() as u32)
+            .collect();
+        for source in idle_behind {
+            self.catch_up(source, i64::MAX);
+        }
         self.advance(now);
         let max_event = self.partitions.values().filter_map(PartitionState::max_event_ms).max();
         let watermark = self.global_watermark(now).or(self.pipeline_closed_through());
         self.pipeline.set_external_progress(max_event, watermark);
         self.pipeline.sync_metrics(&self.server.metrics, now);
-        let fetch = self.fetch.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for state in self.partitions.values() {
             let next = state.next_offset();
             self.kafka_metrics
@@ -335,7 +378,7 @@ impl Engine {
     /// Write a checkpoint of every assigned partition and store their
     /// offsets for the next commit. Without a checkpoint directory, only
     /// the offsets are stored.
-    fn checkpoint(&mut self, consumer: &BaseConsumer<Context>) {
+    fn checkpoint(&mut self, consumer: &dyn GroupClient) {
         let now = now_ms();
         self.pipeline.sync_metrics(&self.server.metrics, now);
         let mut checkpoint = new_checkpoint(now);
@@ -379,22 +422,15 @@ impl Engine {
             let _ = offsets.add_partition_offset(&self.topic, partition.partition, Offset::Offset(partition.next_offset));
         }
         if offsets.count() > 0 {
-            if let Err(error) = consumer.store_offsets(&offsets) {
-                tracing::debug!(%error, "cannot store offsets");
-            }
+            consumer.store_offsets(&offsets);
         }
     }
 
     /// New partitions: resume each from its newest checkpoint (setting the
     /// offset the consumer starts at) or start it fresh.
-    fn assign(&mut self, consumer: &BaseConsumer<Context>, assignment: &mut TopicPartitionList) {
+    fn assign(&mut self, consumer: &dyn GroupClient, assignment: &mut TopicPartitionList) {
         let now = now_ms();
-        let committed = consumer
-            .committed_offsets(assignment.clone(), Duration::from_secs(10))
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot read the group's committed offsets");
-                TopicPartitionList::new()
-            });
+        let committed = consumer.committed(assignment).unwrap_or_default();
         let latest = match &self.store {
             Some(store) => store.latest_partitions().unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot read checkpoints; starting assigned partitions from committed offsets");
@@ -407,7 +443,7 @@ impl Engine {
             let source = partition as u32;
             let state = match latest.get(&partition) {
                 Some(checkpoint) => {
-                    let _ = assignment.set_partition_offset(&self.topic, partition, Offset::Offset(checkpoint.replay_from));
+                    let _ = assignment.set_partition_offset(&self.topic, partition, fetch_from(checkpoint.replay_from));
                     self.pipeline
                         .aggregator_mut()
                         .add_source(source, checkpoint.emitted_through_ms);
@@ -425,16 +461,13 @@ impl Engine {
                     tracing::info!(partition, ?group_offset, "partition has no checkpoint; starting at the group's committed offset");
                     match group_offset {
                         Some(offset) => {
-                            let _ = assignment.set_partition_offset(&self.topic, partition, Offset::Offset(offset));
+                            let _ = assignment.set_partition_offset(&self.topic, partition, fetch_from(offset));
                             PartitionState::fresh_at(partition, offset, self.geometry, now)
                         }
                         None => PartitionState::fresh(partition, self.geometry, now),
                     }
                 }
             };
-            if !state.restoring() {
-                self.pipeline.aggregator_mut().catch_up(source, &mut self.closed);
-            }
             self.partitions.insert(partition, state);
         }
         self.kafka_metrics.set_assigned(self.partitions.len());
@@ -442,9 +475,9 @@ impl Engine {
     }
 
     /// Partitions leave: checkpoint them, then drop their panes.
-    fn revoke(&mut self, consumer: &BaseConsumer<Context>) {
+    fn revoke(&mut self, consumer: &dyn GroupClient) {
         self.checkpoint(consumer);
-        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        consumer.commit_sync();
         for partition in std::mem::take(&mut self.partitions).into_keys() {
             self.pipeline.aggregator_mut().remove_source(partition as u32);
             self.kafka_metrics.forget_partition(partition);
@@ -513,25 +546,24 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(&self, native: &NativeClient, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.kafka_metrics.rebalance();
+        let client = CallbackClient(native);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.engine().assign(consumer, tpl);
+                self.engine().assign(&client, tpl);
                 tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
-                if let Err(error) = consumer.assign(tpl) {
-                    tracing::error!(%error, "cannot assign partitions");
-                }
+                group::assign(native, tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!("partitions revoked");
-                self.engine().revoke(consumer);
-                let _ = consumer.unassign();
+                self.engine().revoke(&client);
+                group::unassign(native);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed");
-                self.engine().revoke(consumer);
-                let _ = consumer.unassign();
+                self.engine().revoke(&client);
+                group::unassign(native);
             }
         }
     }
@@ -702,7 +734,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     server.ready.store(false, Ordering::Relaxed);
     engine.lock().unwrap_or_else(|e| e.into_inner()).checkpoint(&consumer);
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    consumer.commit_sync();
     // Leaving the group revokes the partitions (a final checkpoint) so
     // another replica takes them over at once.
     consumer.unsubscribe();

@@ -11,5 +11,6 @@ pub mod partition;
 pub mod produce;
 
 mod consumer;
+mod group;
 
 pub use consumer::run;
