@@ -546,4 +546,78 @@ mod tests {
         assert_eq!(last.top_songs[0].song, "y");
         assert_eq!(last.top_songs[0].streams, 2);
     }
+
+    /// Sums of the records per (kind, end): streams and active users.
+    fn sums(out: &[WindowResult]) -> BTreeMap<(&'static str, i64), (u64, u64)> {
+        let mut sums = BTreeMap::new();
+        for w in out {
+            let entry = sums.entry((w.window, w.end_ms)).or_insert((0, 0));
+            entry.0 += w.streams;
+            entry.1 += w.active_users;
+        }
+        sums
+    }
+
+    #[test]
+    fn a_source_taken_over_behind_catches_up_and_the_sums_match_one_source() {
+        // (source, minute, user): users never cross sources, as with a topic keyed by user.
+        let events: Vec<(u32, i64, String)> = (0..40)
+            .map(|i| ((i % 2) as u32, i / 2, format!("u{}-{}", i % 2, i % 5)))
+            .collect();
+        let mut reference = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        let mut expected = Vec::new();
+        for (_, minute, user) in &events {
+            let s = stream(&mut reference, minute * 60_000 + 1, user, "x");
+            reference.insert(s).unwrap();
+        }
+        reference.flush(&mut expected);
+
+        // Source 1's previous owner emitted through minute 5; this aggregator
+        // has closed through minute 12 with source 0 alone.
+        let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        let mut out = Vec::new();
+        agg.add_source(0, i64::MIN);
+        let mut previous_owner = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        previous_owner.add_source(1, i64::MIN);
+        for (source, minute, user) in &events {
+            let time = minute * 60_000 + 1;
+            if *source == 0 && *minute < 12 {
+                let s = stream(&mut agg, time, user, "x");
+                agg.insert_from(0, s).unwrap();
+            } else if *source == 1 && *minute < 5 {
+                let s = stream(&mut previous_owner, time, user, "x");
+                previous_owner.insert_from(1, s).unwrap();
+            }
+        }
+        previous_owner.advance(5 * 60_000, &mut out);
+        agg.advance(12 * 60_000, &mut out);
+
+        // Hand-over: source 1 arrives owing windows after minute 5, its
+        // panes rebuilt from its log, then it catches up by its watermark.
+        agg.add_source(1, previous_owner.emitted_through(1));
+        assert!(agg.is_behind(1));
+        for (source, minute, user) in &events {
+            if *source == 1 && *minute < 8 {
+                let s = stream(&mut agg, minute * 60_000 + 1, user, "x");
+                if *minute < 5 {
+                    agg.restore_from(1, s);
+                } else {
+                    agg.insert_from(1, s).expect("not late: source 1 still owes these windows");
+                }
+            }
+        }
+        agg.catch_up(1, 8 * 60_000, &mut out);
+        assert!(agg.is_behind(1), "caught up to minute 8 of 12");
+        for (source, minute, user) in &events {
+            let time = minute * 60_000 + 1;
+            if (*source == 1 && *minute >= 8) || (*source == 0 && *minute >= 12) {
+                let s = stream(&mut agg, time, user, "x");
+                agg.insert_from(*source, s).unwrap();
+            }
+        }
+        agg.catch_up(1, 12 * 60_000, &mut out);
+        assert!(!agg.is_behind(1));
+        agg.flush(&mut out);
+        assert_eq!(sums(&out), sums(&expected));
+    }
 }

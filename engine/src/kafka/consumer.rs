@@ -120,6 +120,7 @@ struct Engine {
     closed: Vec<WindowResult>,
     names: Vec<u8>,
     latencies: Vec<Duration>,
+    apply_nanos: Vec<u64>,
     restored: u64,
     server: Arc<ServerState>,
     kafka_metrics: Arc<KafkaMetrics>,
@@ -363,6 +364,7 @@ impl Engine {
         }
         self.kafka_metrics.restored(std::mem::take(&mut self.restored));
         self.kafka_metrics.record_ingest_latencies(&mut self.latencies);
+        self.kafka_metrics.record_apply_latencies(&mut self.apply_nanos);
         self.update_readiness();
     }
 
@@ -672,6 +674,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         closed: Vec::new(),
         names: Vec::new(),
         latencies: Vec::new(),
+        apply_nanos: Vec::new(),
         restored: 0,
         server: Arc::clone(&server),
         kafka_metrics: Arc::clone(&kafka_metrics),
@@ -707,10 +710,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(TICK) {
             Some(Ok(message)) => {
+                let polled = Instant::now();
                 let kafka_ms = message.timestamp().to_millis();
                 let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
                 let partition = message.partition();
                 let seek = engine.on_record(partition, message.offset(), message.payload(), kafka_ms);
+                let apply_nanos = polled.elapsed().as_nanos() as u64;
+                engine.apply_nanos.push(apply_nanos);
                 drop(engine);
                 if let Some(offset) = seek {
                     drop(message);

@@ -26,6 +26,8 @@ pub struct KafkaMetrics {
     restored_records: IntCounter,
     ingest_latency: GaugeVec,
     ingest_latency_hdr: Mutex<HdrHistogram<u64>>,
+    apply_latency: GaugeVec,
+    apply_latency_hdr: Mutex<HdrHistogram<u64>>,
 }
 
 impl KafkaMetrics {
@@ -65,6 +67,8 @@ impl KafkaMetrics {
             restored_records: counter("downbeat_kafka_restored_records_total", "Records re-read to rebuild window state after a restart or a hand-over (not counted again)."),
             ingest_latency: gauge_vec("downbeat_kafka_ingest_latency_seconds", "From a record's Kafka timestamp to its stream being in window state (HdrHistogram quantiles since start).", "quantile"),
             ingest_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+            apply_latency: gauge_vec("downbeat_kafka_apply_latency_seconds", "From a record leaving the consumer's poll to its stream being in window state (HdrHistogram quantiles since start).", "quantile"),
+            apply_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")),
         }
     }
 
@@ -135,6 +139,22 @@ impl KafkaMetrics {
     /// Records re-read to rebuild state.
     pub fn restored(&self, records: u64) {
         self.restored_records.inc_by(records);
+    }
+
+    /// Record poll-to-state latencies (one batch, nanoseconds) and refresh
+    /// the quantile gauges.
+    pub fn record_apply_latencies(&self, nanos: &mut Vec<u64>) {
+        if nanos.is_empty() {
+            return;
+        }
+        let mut hdr = self.apply_latency_hdr.lock().unwrap_or_else(|e| e.into_inner());
+        for n in nanos.drain(..) {
+            hdr.saturating_record(n.max(1));
+        }
+        for q in LATENCY_QUANTILES {
+            let seconds = hdr.value_at_quantile(q) as f64 / 1e9;
+            self.apply_latency.with_label_values(&[&q.to_string()]).set(seconds);
+        }
     }
 
     /// Record ingest latencies (one batch) and refresh the quantile gauges.

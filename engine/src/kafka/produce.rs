@@ -191,7 +191,7 @@ pub fn produce(settings: ProduceSettings) -> anyhow::Result<ProduceSummary> {
         }
         None => generate(&settings, &mut sender)?,
     }
-    sender.producer.flush(Duration::from_secs(60))?;
+    wait_for_deliveries(&sender.producer)?;
     if let Some(bar) = &sender.bar {
         bar.finish_and_clear();
     }
@@ -201,6 +201,22 @@ pub fn produce(settings: ProduceSettings) -> anyhow::Result<ProduceSummary> {
     summary.seconds = sender.started.elapsed().as_secs_f64();
     summary.records_per_sec = summary.delivered as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// Flush, however long a big backlog takes, as long as deliveries progress.
+fn wait_for_deliveries(producer: &BaseProducer<Context>) -> anyhow::Result<()> {
+    let mut pending = producer.in_flight_count();
+    let mut stalled_since = Instant::now();
+    while producer.flush(Duration::from_secs(5)).is_err() {
+        let now_pending = producer.in_flight_count();
+        if now_pending < pending {
+            pending = now_pending;
+            stalled_since = Instant::now();
+        } else if stalled_since.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("{now_pending} records undelivered after 60 s without progress");
+        }
+    }
+    Ok(())
 }
 
 fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<()> {
