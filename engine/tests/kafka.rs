@@ -249,6 +249,61 @@ fn windows_from_kafka_equal_replay_on_the_eventsim_data() {
     assert!(replica.ready());
 }
 
+#[test]
+fn malformed_records_are_counted_by_reason_kept_and_do_not_stall_a_partition() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let config = dir.path().join("downbeat.toml");
+    std::fs::write(&config, "[input]\nmax_line_bytes = 65536\n").unwrap();
+    let good = std::fs::read_to_string(generated(dir.path(), "good.jsonl", 400, 2)).unwrap();
+    let huge = format!("{{\"userId\":\"7\",\"song\":\"{}\"}}", "x".repeat(100_000));
+    let bad = [
+        "not json at all",
+        r#"{"ts":"soon","userId":"1","song":"x","artist":"y","page":"NextSong"}"#,
+        r#"{"ts":1700000000000,"userId":"1","song":"#,
+        "[]",
+        r#"{"ts":1700000001000,"page":"NextSong","song":"no user"}"#,
+        huge.as_str(),
+    ];
+    let mut input = String::new();
+    for (i, line) in good.lines().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 60 == 0 {
+            input.push_str(bad[(i / 60) % bad.len()]);
+            input.push('\n');
+        }
+    }
+    let input_path = dir.path().join("mixed.jsonl");
+    std::fs::write(&input_path, &input).unwrap();
+    let (_, summary) = common::replay(&input_path, dir.path(), &["--config", config.to_str().unwrap()]);
+    let expected = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    assert!(summary["rejected"].as_u64().unwrap() >= 6, "{summary}");
+
+    let broker = Broker::start();
+    broker.create_topic("listens", 2);
+    broker.produce("listens", &input_path);
+    let rejects = dir.path().join("dead-letter.jsonl");
+    let replica = Replica::start(&broker, "listens", "g", dir.path(), "solo", &[
+        "--idle-timeout-ms", "2000",
+        "--config", config.to_str().unwrap(),
+        "--rejects", rejects.to_str().unwrap(),
+    ]);
+    wait_until(Duration::from_secs(60), "every window", || lines(&replica.windows()) >= lines(&expected));
+    assert_same_windows(&replica.windows(), &expected, "windows with malformed records vs replay");
+    let m = replica.metrics();
+    for (reason, count) in summary["rejected_by_reason"].as_object().unwrap() {
+        let key = format!("downbeat_events_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(m[&key], count.as_f64().unwrap(), "{key}");
+    }
+    let kept = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(lines(&kept) as u64, summary["rejected"].as_u64().unwrap(), "every refused record kept");
+    assert!(kept.contains("not json at all") && kept.contains(&huge));
+    for p in 0..2 {
+        assert_eq!(m[&format!("downbeat_kafka_consumer_lag_records{{partition=\"{p}\"}}")], 0.0, "partition {p} not stalled");
+    }
+}
+
 /// A cheap deterministic sequence for kill points (the seed is printed).
 struct Lcg(u64);
 
