@@ -291,6 +291,17 @@ impl WindowAggregator {
         }
         // Window ends are pane boundaries: none crossed, nothing to close.
         let after = self.closed_through_ms.unwrap_or(i64::MIN);
+        // The watermark says every source is complete through it, so a
+        // source behind first emits its share of the windows closed before.
+        let behind: Vec<SourceId> = self
+            .emitted_through_ms
+            .iter()
+            .filter(|&(_, &emitted)| emitted < after)
+            .map(|(&source, _)| source)
+            .collect();
+        for source in behind {
+            self.catch_up(source, after, out);
+        }
         let crossed = self.crosses_boundary(watermark_ms);
         if crossed {
             for (end_ms, window) in self.due_windows(after, watermark_ms) {
