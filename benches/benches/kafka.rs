@@ -28,7 +28,11 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn workspace() -> PathBuf {
@@ -108,8 +112,21 @@ fn downbeat_consumer(bin: &PathBuf, brokers: &str, topic: &str, events: u64) -> 
     let port = free_port();
     let _engine = Killed(
         Command::new(bin)
-            .args(["run", "--brokers", brokers, "--topic", topic, "--group", "bench"])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--idle-timeout-ms", "600000"])
+            .args([
+                "run",
+                "--brokers",
+                brokers,
+                "--topic",
+                topic,
+                "--group",
+                "bench",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--idle-timeout-ms",
+                "600000",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -143,7 +160,13 @@ fn main() {
     let url = format!("tcp://127.0.0.1:{port}");
     let _broker = Killed(
         Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -155,7 +178,14 @@ fn main() {
     create_topic(port, "backlog");
     let produced = Command::new(&bin)
         .args(["produce", "--brokers", &brokers, "--topic", "backlog"])
-        .args(["--count", &events.to_string(), "--rate", "10000", "--start-ms", "1700000000000"])
+        .args([
+            "--count",
+            &events.to_string(),
+            "--rate",
+            "10000",
+            "--start-ms",
+            "1700000000000",
+        ])
         .status()
         .unwrap();
     assert!(produced.success());
@@ -177,7 +207,15 @@ fn main() {
     let engine_port = free_port();
     let _engine = Killed(
         Command::new(&bin)
-            .args(["run", "--brokers", &brokers, "--topic", "live", "--group", "live"])
+            .args([
+                "run",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "live",
+                "--group",
+                "live",
+            ])
             .args(["--listen", &format!("127.0.0.1:{engine_port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -189,7 +227,15 @@ fn main() {
     }
     let producer = Killed(
         Command::new(&bin)
-            .args(["produce", "--brokers", &brokers, "--topic", "live", "--rate", &rate.to_string()])
+            .args([
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "live",
+                "--rate",
+                &rate.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -197,19 +243,37 @@ fn main() {
     );
     // Long enough for several 1-minute windows to close.
     let run = Duration::from_secs(
-        std::env::var("DOWNBEAT_BENCH_KAFKA_LIVE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(150),
+        std::env::var("DOWNBEAT_BENCH_KAFKA_LIVE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150),
     );
     std::thread::sleep(run);
     let m = metrics(engine_port);
     drop(producer);
     let q = |name: &str, quantile: &str| {
-        m.get(&format!("{name}{{quantile=\"{quantile}\"}}")).copied().unwrap_or(f64::NAN) * 1000.0
+        m.get(&format!("{name}{{quantile=\"{quantile}\"}}"))
+            .copied()
+            .unwrap_or(f64::NAN)
+            * 1000.0
     };
-    println!("live at {rate} events/s for {run:?} ({} events counted):", m.get("downbeat_events_total").copied().unwrap_or(0.0));
+    println!(
+        "live at {rate} events/s for {run:?} ({} events counted):",
+        m.get("downbeat_events_total").copied().unwrap_or(0.0)
+    );
     for (label, name) in [
-        ("poll -> window state", "downbeat_kafka_apply_latency_seconds"),
-        ("Kafka timestamp -> window state", "downbeat_kafka_ingest_latency_seconds"),
-        ("window close -> metrics", "downbeat_window_close_latency_seconds"),
+        (
+            "poll -> window state",
+            "downbeat_kafka_apply_latency_seconds",
+        ),
+        (
+            "Kafka timestamp -> window state",
+            "downbeat_kafka_ingest_latency_seconds",
+        ),
+        (
+            "window close -> metrics",
+            "downbeat_window_close_latency_seconds",
+        ),
     ] {
         println!(
             "  {label}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",

@@ -330,7 +330,10 @@ impl Config {
             return Ok(());
         }
         if k.brokers.trim().is_empty() {
-            return Err(invalid("kafka.brokers", "is required (host:port[,host:port..])"));
+            return Err(invalid(
+                "kafka.brokers",
+                "is required (host:port[,host:port..])",
+            ));
         }
         if k.topic.trim().is_empty() {
             return Err(invalid("kafka.topic", "is required"));

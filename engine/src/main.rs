@@ -282,7 +282,10 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         properties: args.kafka.properties,
         generator: config.generator.clone(),
     })?;
-    eprintln!("{}", serde_json::to_string(&summary).context("summary serializes")?);
+    eprintln!(
+        "{}",
+        serde_json::to_string(&summary).context("summary serializes")?
+    );
     if summary.failed > 0 {
         anyhow::bail!("{} records were not delivered", summary.failed);
     }

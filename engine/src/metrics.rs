@@ -191,12 +191,30 @@ impl Metrics {
             ("downbeat_events_total", CounterRef::One(&self.events)),
             ("downbeat_streams_total", CounterRef::One(&self.streams)),
             ("downbeat_late_events_total", CounterRef::One(&self.late)),
-            ("downbeat_events_rejected_total", CounterRef::Vec(&self.rejected)),
-            ("downbeat_streams_by_level_total", CounterRef::Vec(&self.by_level)),
-            ("downbeat_streams_by_device_total", CounterRef::Vec(&self.by_device)),
-            ("downbeat_streams_by_state_total", CounterRef::Vec(&self.by_state)),
-            ("downbeat_streams_by_gender_total", CounterRef::Vec(&self.by_gender)),
-            ("downbeat_windows_emitted_total", CounterRef::Vec(&self.windows_emitted)),
+            (
+                "downbeat_events_rejected_total",
+                CounterRef::Vec(&self.rejected),
+            ),
+            (
+                "downbeat_streams_by_level_total",
+                CounterRef::Vec(&self.by_level),
+            ),
+            (
+                "downbeat_streams_by_device_total",
+                CounterRef::Vec(&self.by_device),
+            ),
+            (
+                "downbeat_streams_by_state_total",
+                CounterRef::Vec(&self.by_state),
+            ),
+            (
+                "downbeat_streams_by_gender_total",
+                CounterRef::Vec(&self.by_gender),
+            ),
+            (
+                "downbeat_windows_emitted_total",
+                CounterRef::Vec(&self.windows_emitted),
+            ),
         ]
     }
 

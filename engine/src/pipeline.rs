@@ -463,10 +463,9 @@ impl Pipeline {
     /// Publish counters and freshness gauges.
     pub fn sync_metrics(&mut self, metrics: &Metrics, now_ms: i64) {
         self.ingest.flush();
-        let (max_event_ms, watermark_ms) = self.external_progress.unwrap_or((
-            self.watermark.max_event_ms(),
-            self.watermark.current_ms(),
-        ));
+        let (max_event_ms, watermark_ms) = self
+            .external_progress
+            .unwrap_or((self.watermark.max_event_ms(), self.watermark.current_ms()));
         metrics.set_progress(Progress {
             now_ms,
             max_event_ms,

@@ -57,7 +57,13 @@ impl Broker {
     fn create_topic(&self, name: &str, partitions: u32) {
         stdout_of(
             Command::new("tansu")
-                .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+                .args([
+                    "topic",
+                    "create",
+                    name,
+                    "--partitions",
+                    &partitions.to_string(),
+                ])
                 .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)]),
         );
     }
@@ -65,7 +71,14 @@ impl Broker {
     fn produce(&self, topic: &str, input: &Path) {
         stdout_of(
             downbeat()
-                .args(["produce", "--brokers", &self.address(), "--topic", topic, "--input"])
+                .args([
+                    "produce",
+                    "--brokers",
+                    &self.address(),
+                    "--topic",
+                    topic,
+                    "--input",
+                ])
                 .arg(input),
         );
     }
@@ -90,7 +103,14 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(broker: &Broker, topic: &str, group: &str, dir: &Path, name: &str, extra: &[&str]) -> Self {
+    fn start(
+        broker: &Broker,
+        topic: &str,
+        group: &str,
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
         let port = free_port();
         let emit = dir.join(format!("{name}.windows.jsonl"));
         let log = std::fs::OpenOptions::new()
@@ -99,8 +119,21 @@ impl Replica {
             .open(dir.join(format!("{name}.log")))
             .unwrap();
         let child = downbeat()
-            .args(["run", "--brokers", &broker.address(), "--topic", topic, "--group", group])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--replica-id", name])
+            .args([
+                "run",
+                "--brokers",
+                &broker.address(),
+                "--topic",
+                topic,
+                "--group",
+                group,
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--replica-id",
+                name,
+            ])
             .arg("--emit-windows")
             .arg(&emit)
             .args(extra)
@@ -160,7 +193,10 @@ impl Replica {
         stdout_of(Command::new("kill").args(["-TERM", &pid]));
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "replica did not stop within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "replica did not stop within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -194,7 +230,10 @@ fn generated(dir: &Path, name: &str, count: u64, rate: u64) -> PathBuf {
 /// `replay`'s windows (raw JSON Lines) and summary for `input`.
 fn replay_of(input: &Path, dir: &Path) -> (String, Value) {
     let (_, summary) = common::replay(input, dir, &[]);
-    (std::fs::read_to_string(dir.join("windows.jsonl")).unwrap(), summary)
+    (
+        std::fs::read_to_string(dir.join("windows.jsonl")).unwrap(),
+        summary,
+    )
 }
 
 fn lines(text: &str) -> usize {
@@ -232,20 +271,46 @@ fn windows_from_kafka_equal_replay_on_the_eventsim_data() {
     broker.produce("listens", &input);
 
     let checkpoints = dir.path().join("checkpoints");
-    let replica = Replica::start(&broker, "listens", "g1", dir.path(), "solo", &[
-        "--idle-timeout-ms", "2000", "--checkpoint-dir", checkpoints.to_str().unwrap(),
-    ]);
-    wait_until(Duration::from_secs(90), "every window", || lines(&replica.windows()) >= lines(&expected));
-    assert_same_windows(&replica.windows(), &expected, "windows from 4 partitions vs replay");
+    let replica = Replica::start(
+        &broker,
+        "listens",
+        "g1",
+        dir.path(),
+        "solo",
+        &[
+            "--idle-timeout-ms",
+            "2000",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ],
+    );
+    wait_until(Duration::from_secs(90), "every window", || {
+        lines(&replica.windows()) >= lines(&expected)
+    });
+    assert_same_windows(
+        &replica.windows(),
+        &expected,
+        "windows from 4 partitions vs replay",
+    );
     let m = replica.metrics();
-    assert_eq!(m["downbeat_streams_total"], summary["streams"].as_f64().unwrap());
-    assert_eq!(m["downbeat_events_total"], summary["lines"].as_f64().unwrap());
+    assert_eq!(
+        m["downbeat_streams_total"],
+        summary["streams"].as_f64().unwrap()
+    );
+    assert_eq!(
+        m["downbeat_events_total"],
+        summary["lines"].as_f64().unwrap()
+    );
     assert_eq!(m["downbeat_late_events_total"], 0.0);
     assert_eq!(m["downbeat_kafka_assigned_partitions"], 4.0);
     let processed: f64 = (0..4)
         .map(|p| m[&format!("downbeat_kafka_processed_offset{{partition=\"{p}\"}}")])
         .sum();
-    assert_eq!(processed, summary["lines"].as_f64().unwrap(), "offsets cover every record");
+    assert_eq!(
+        processed,
+        summary["lines"].as_f64().unwrap(),
+        "offsets cover every record"
+    );
     assert!(replica.ready());
 }
 
@@ -276,7 +341,11 @@ fn malformed_records_are_counted_by_reason_kept_and_do_not_stall_a_partition() {
     }
     let input_path = dir.path().join("mixed.jsonl");
     std::fs::write(&input_path, &input).unwrap();
-    let (_, summary) = common::replay(&input_path, dir.path(), &["--config", config.to_str().unwrap()]);
+    let (_, summary) = common::replay(
+        &input_path,
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+    );
     let expected = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
     assert!(summary["rejected"].as_u64().unwrap() >= 6, "{summary}");
 
@@ -284,23 +353,47 @@ fn malformed_records_are_counted_by_reason_kept_and_do_not_stall_a_partition() {
     broker.create_topic("listens", 2);
     broker.produce("listens", &input_path);
     let rejects = dir.path().join("dead-letter.jsonl");
-    let replica = Replica::start(&broker, "listens", "g", dir.path(), "solo", &[
-        "--idle-timeout-ms", "2000",
-        "--config", config.to_str().unwrap(),
-        "--rejects", rejects.to_str().unwrap(),
-    ]);
-    wait_until(Duration::from_secs(60), "every window", || lines(&replica.windows()) >= lines(&expected));
-    assert_same_windows(&replica.windows(), &expected, "windows with malformed records vs replay");
+    let replica = Replica::start(
+        &broker,
+        "listens",
+        "g",
+        dir.path(),
+        "solo",
+        &[
+            "--idle-timeout-ms",
+            "2000",
+            "--config",
+            config.to_str().unwrap(),
+            "--rejects",
+            rejects.to_str().unwrap(),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "every window", || {
+        lines(&replica.windows()) >= lines(&expected)
+    });
+    assert_same_windows(
+        &replica.windows(),
+        &expected,
+        "windows with malformed records vs replay",
+    );
     let m = replica.metrics();
     for (reason, count) in summary["rejected_by_reason"].as_object().unwrap() {
         let key = format!("downbeat_events_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(m[&key], count.as_f64().unwrap(), "{key}");
     }
     let kept = std::fs::read_to_string(&rejects).unwrap();
-    assert_eq!(lines(&kept) as u64, summary["rejected"].as_u64().unwrap(), "every refused record kept");
+    assert_eq!(
+        lines(&kept) as u64,
+        summary["rejected"].as_u64().unwrap(),
+        "every refused record kept"
+    );
     assert!(kept.contains("not json at all") && kept.contains(&huge));
     for p in 0..2 {
-        assert_eq!(m[&format!("downbeat_kafka_consumer_lag_records{{partition=\"{p}\"}}")], 0.0, "partition {p} not stalled");
+        assert_eq!(
+            m[&format!("downbeat_kafka_consumer_lag_records{{partition=\"{p}\"}}")],
+            0.0,
+            "partition {p} not stalled"
+        );
     }
 }
 
@@ -309,7 +402,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn fraction(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -327,12 +423,16 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
 
     let checkpoints = dir.path().join("checkpoints");
     let args = [
-        "--idle-timeout-ms", "3000",
-        "--checkpoint-dir", checkpoints.to_str().unwrap(),
-        "--checkpoint-interval-ms", "100",
+        "--idle-timeout-ms",
+        "3000",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval-ms",
+        "100",
         // Static membership, as for a StatefulSet pod: the restarted process
         // takes the killed one's place in the group at once.
-        "--kafka-property", "group.instance.id=r",
+        "--kafka-property",
+        "group.instance.id=r",
     ];
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -364,12 +464,24 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     assert!(killed_mid_stream >= 2, "the kills should land mid-stream");
 
     let replica = Replica::start(&broker, "listens", "crash", dir.path(), "r", &args);
-    wait_until(Duration::from_secs(120), "every window", || lines(&replica.windows()) >= lines(&expected));
+    wait_until(Duration::from_secs(120), "every window", || {
+        lines(&replica.windows()) >= lines(&expected)
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert_same_windows(&replica.windows(), &expected, "windows after crashes vs an uninterrupted run");
+    assert_same_windows(
+        &replica.windows(),
+        &expected,
+        "windows after crashes vs an uninterrupted run",
+    );
     let m = replica.metrics();
-    assert_eq!(m["downbeat_events_total"], total as f64, "no record lost or counted twice");
-    assert_eq!(m["downbeat_streams_total"], summary["streams"].as_f64().unwrap());
+    assert_eq!(
+        m["downbeat_events_total"], total as f64,
+        "no record lost or counted twice"
+    );
+    assert_eq!(
+        m["downbeat_streams_total"],
+        summary["streams"].as_f64().unwrap()
+    );
     let windows: f64 = ["1m", "10m"]
         .iter()
         .map(|w| m[&format!("downbeat_windows_emitted_total{{window=\"{w}\"}}")])
@@ -379,8 +491,7 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
         expected
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|w| w["window"] == kind)
-            .last()
+            .rfind(|w| w["window"] == kind)
             .unwrap()
     };
     assert_eq!(
@@ -399,10 +510,15 @@ fn summed(outputs: &[String]) -> BTreeMap<(String, i64), Value> {
     for text in outputs {
         for line in text.lines() {
             let w: Value = serde_json::from_str(line).unwrap();
-            let key = (w["window"].as_str().unwrap().to_owned(), w["start_ms"].as_i64().unwrap());
-            let entry = sums.entry(key).or_insert_with(|| serde_json::json!({
-                "streams": 0, "active_users": 0, "breakdown": {}
-            }));
+            let key = (
+                w["window"].as_str().unwrap().to_owned(),
+                w["start_ms"].as_i64().unwrap(),
+            );
+            let entry = sums.entry(key).or_insert_with(|| {
+                serde_json::json!({
+                    "streams": 0, "active_users": 0, "breakdown": {}
+                })
+            });
             add(&mut entry["streams"], &w["streams"]);
             add(&mut entry["active_users"], &w["active_users"]);
             add_all(&mut entry["breakdown"], &w["breakdown"]);
@@ -423,7 +539,11 @@ fn add_all(into: &mut Value, value: &Value) {
                 *into = Value::Object(Default::default());
             }
             for (k, v) in map {
-                let slot = into.as_object_mut().unwrap().entry(k.clone()).or_insert(Value::Null);
+                let slot = into
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(k.clone())
+                    .or_insert(Value::Null);
                 add_all(slot, v);
             }
         }
@@ -445,9 +565,15 @@ impl Scratch {
         if std::env::var_os("DOWNBEAT_KEEP_TEST_DIRS").is_some() {
             let path = dir.keep();
             eprintln!("keeping {}", path.display());
-            return Self { path, _removed_on_drop: None };
+            return Self {
+                path,
+                _removed_on_drop: None,
+            };
         }
-        Self { path: dir.path().to_owned(), _removed_on_drop: Some(dir) }
+        Self {
+            path: dir.path().to_owned(),
+            _removed_on_drop: Some(dir),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -477,48 +603,77 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
     // well under the idle timeout, so the idle rule does not close windows
     // of this historical data early.
     let args = [
-        "--idle-timeout-ms", "20000",
-        "--checkpoint-dir", checkpoints.to_str().unwrap(),
-        "--checkpoint-interval-ms", "200",
+        "--idle-timeout-ms",
+        "20000",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval-ms",
+        "200",
     ];
     let mut a = Replica::start(&broker, "listens", "pair", dir.path(), "a", &args);
     let b = Replica::start(&broker, "listens", "pair", dir.path(), "b", &args);
-    wait_until(Duration::from_secs(60), "both replicas to hold partitions", || {
-        a.metric("downbeat_kafka_assigned_partitions") >= 1.0
-            && b.metric("downbeat_kafka_assigned_partitions") >= 1.0
-            && a.metric("downbeat_kafka_assigned_partitions") + b.metric("downbeat_kafka_assigned_partitions") == 4.0
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "both replicas to hold partitions",
+        || {
+            a.metric("downbeat_kafka_assigned_partitions") >= 1.0
+                && b.metric("downbeat_kafka_assigned_partitions") >= 1.0
+                && a.metric("downbeat_kafka_assigned_partitions")
+                    + b.metric("downbeat_kafka_assigned_partitions")
+                    == 4.0
+        },
+    );
     broker.produce("listens", &first_half);
     let half = first.len() as f64;
-    wait_until(Duration::from_secs(120), "the first half to be consumed", || {
-        a.metric("downbeat_events_total") + b.metric("downbeat_events_total") == half
-    });
-    assert!(a.metric("downbeat_events_total") > 0.0 && b.metric("downbeat_events_total") > 0.0, "both replicas consume");
+    wait_until(
+        Duration::from_secs(120),
+        "the first half to be consumed",
+        || a.metric("downbeat_events_total") + b.metric("downbeat_events_total") == half,
+    );
+    assert!(
+        a.metric("downbeat_events_total") > 0.0 && b.metric("downbeat_events_total") > 0.0,
+        "both replicas consume"
+    );
     let counted_by_a = a.metrics();
     a.stop();
     broker.produce("listens", &second_half);
-    wait_until(Duration::from_secs(60), "the survivor to take every partition", || {
-        b.metric("downbeat_kafka_assigned_partitions") == 4.0
-    });
-    wait_until(Duration::from_secs(120), "the second half to be consumed", || {
-        counted_by_a["downbeat_events_total"] + b.metric("downbeat_events_total") == total as f64
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the survivor to take every partition",
+        || b.metric("downbeat_kafka_assigned_partitions") == 4.0,
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "the second half to be consumed",
+        || {
+            counted_by_a["downbeat_events_total"] + b.metric("downbeat_events_total")
+                == total as f64
+        },
+    );
     // Let the idle rule close the last windows.
-    let expected_sums = summed(&[expected.clone()]);
+    let expected_sums = summed(std::slice::from_ref(&expected));
     wait_until(Duration::from_secs(60), "the last windows", || {
         summed(&[a.windows(), b.windows()]).len() >= expected_sums.len()
     });
     std::thread::sleep(Duration::from_millis(500));
 
     let counted_by_b = b.metrics();
-    for key in ["downbeat_events_total", "downbeat_streams_total", "downbeat_late_events_total"] {
+    for key in [
+        "downbeat_events_total",
+        "downbeat_streams_total",
+        "downbeat_late_events_total",
+    ] {
         let sum = counted_by_a[key] + counted_by_b[key];
         let single = match key {
             "downbeat_events_total" => summary["lines"].as_f64().unwrap(),
             "downbeat_streams_total" => summary["streams"].as_f64().unwrap(),
             _ => 0.0,
         };
-        assert_eq!(sum, single, "{key} summed over replicas (late: {} + {})", counted_by_a["downbeat_late_events_total"], counted_by_b["downbeat_late_events_total"]);
+        assert_eq!(
+            sum, single,
+            "{key} summed over replicas (late: {} + {})",
+            counted_by_a["downbeat_late_events_total"], counted_by_b["downbeat_late_events_total"]
+        );
     }
     for level in ["free", "paid"] {
         let key = format!("downbeat_streams_by_level_total{{level=\"{level}\"}}");
@@ -528,12 +683,20 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
             .filter(|w| w["window"] == "tumbling")
             .map(|w| w["breakdown"]["level"][level].as_u64().unwrap_or(0))
             .sum();
-        assert_eq!(counted_by_a[&key] + counted_by_b[&key], from_windows as f64, "{key}");
+        assert_eq!(
+            counted_by_a[&key] + counted_by_b[&key],
+            from_windows as f64,
+            "{key}"
+        );
     }
     let got = summed(&[a.windows(), b.windows()]);
     assert_eq!(got.len(), expected_sums.len(), "every window, once");
     for (key, want) in &expected_sums {
-        assert_eq!(got.get(key), Some(want), "window {key:?}: replicas' records summed");
+        assert_eq!(
+            got.get(key),
+            Some(want),
+            "window {key:?}: replicas' records summed"
+        );
     }
 }
 
@@ -546,7 +709,11 @@ fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
     broker.create_topic("listens", 2);
     let now_events = |name: &str, count: &str| {
         let path = dir.path().join(name);
-        std::fs::write(&path, stdout_of(downbeat().args(["generate", "--count", count, "--rate", "100"]))).unwrap();
+        std::fs::write(
+            &path,
+            stdout_of(downbeat().args(["generate", "--count", count, "--rate", "100"])),
+        )
+        .unwrap();
         path
     };
     broker.produce("listens", &now_events("one.jsonl", "500"));
@@ -556,10 +723,18 @@ fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
     });
 
     broker.stop();
-    wait_until(Duration::from_secs(60), "not ready while the broker is gone", || !replica.ready());
+    wait_until(
+        Duration::from_secs(60),
+        "not ready while the broker is gone",
+        || !replica.ready(),
+    );
     assert!(replica.metric("downbeat_kafka_connection_errors_total") > 0.0);
     assert_eq!(get(replica.port, "/healthz").unwrap().0, 200, "still alive");
-    assert_eq!(replica.metric("downbeat_events_total"), 500.0, "last results still served");
+    assert_eq!(
+        replica.metric("downbeat_events_total"),
+        500.0,
+        "last results still served"
+    );
 
     let broker = Broker::start_on(port);
     broker.create_topic("listens", 2);

@@ -248,7 +248,12 @@ impl WindowAggregator {
     /// after its `emitted_through`, up to `upto_ms` (its own watermark, so
     /// only windows its input is complete for), as records holding that
     /// source alone. Summing records per window gives the totals.
-    pub fn catch_up(&mut self, source: SourceId, upto_ms: EventTimeMs, out: &mut Vec<WindowResult>) {
+    pub fn catch_up(
+        &mut self,
+        source: SourceId,
+        upto_ms: EventTimeMs,
+        out: &mut Vec<WindowResult>,
+    ) {
         let Some(closed) = self.closed_through_ms else {
             return;
         };
@@ -408,7 +413,9 @@ impl WindowAggregator {
             .panes
             .keys()
             .take_while(|(start, _)| start.saturating_add(max_width_ms) <= watermark_ms)
-            .filter(|(start, source)| start.saturating_add(max_width_ms) <= self.emitted_through(*source))
+            .filter(|(start, source)| {
+                start.saturating_add(max_width_ms) <= self.emitted_through(*source)
+            })
             .copied()
             .collect();
         for key in done {
@@ -613,7 +620,8 @@ mod tests {
                 if *minute < 5 {
                     agg.restore_from(1, s);
                 } else {
-                    agg.insert_from(1, s).expect("not late: source 1 still owes these windows");
+                    agg.insert_from(1, s)
+                        .expect("not late: source 1 still owes these windows");
                 }
             }
         }

@@ -896,8 +896,10 @@ impl Totals {
         self.active_users += exact.active_users;
         for (dimension, counts) in exact.breakdown.as_object().unwrap() {
             for (label, n) in counts.as_object().unwrap() {
-                *self.breakdown.entry(format!("{dimension}/{label}")).or_insert(0) +=
-                    n.as_u64().unwrap();
+                *self
+                    .breakdown
+                    .entry(format!("{dimension}/{label}"))
+                    .or_insert(0) += n.as_u64().unwrap();
             }
         }
         self.listening_count += exact.listening_count;
@@ -908,7 +910,9 @@ impl Totals {
 fn totals<'a>(windows: impl Iterator<Item = &'a Exact>) -> BTreeMap<(&'static str, i64), Totals> {
     let mut sums: BTreeMap<(&'static str, i64), Totals> = BTreeMap::new();
     for exact in windows {
-        sums.entry((exact.window, exact.end_ms)).or_default().add(exact);
+        sums.entry((exact.window, exact.end_ms))
+            .or_default()
+            .add(exact);
     }
     sums
 }
@@ -949,10 +953,19 @@ fn run_with_hand_over(scenario: &Scenario, hand_over_at: usize) -> Result<(), Te
             owned_by_b.push(1);
         }
         let source = source_of(listen);
-        let replica = if owned_by_b.contains(&source) { &mut b } else { &mut a };
+        let replica = if owned_by_b.contains(&source) {
+            &mut b
+        } else {
+            &mut a
+        };
         let stream = listen.stream(replica);
         let inserted = replica.insert_from(source, stream);
-        prop_assert!(inserted.is_ok(), "refused on-time {:?} from source {}", listen, source);
+        prop_assert!(
+            inserted.is_ok(),
+            "refused on-time {:?} from source {}",
+            listen,
+            source
+        );
         let max = max_seen.entry(source).or_insert(i64::MIN);
         *max = (*max).max(listen.time_ms);
         if owned_by_b.contains(&1) {
@@ -960,7 +973,10 @@ fn run_with_hand_over(scenario: &Scenario, hand_over_at: usize) -> Result<(), Te
                 b.catch_up(1, wm, &mut out);
             }
         }
-        let owned_by_a: Vec<u32> = [0u32, 1].into_iter().filter(|s| !owned_by_b.contains(s)).collect();
+        let owned_by_a: Vec<u32> = [0u32, 1]
+            .into_iter()
+            .filter(|s| !owned_by_b.contains(s))
+            .collect();
         if let Some(wm) = watermark(&max_seen, &owned_by_a) {
             a.advance(wm, &mut out);
         }

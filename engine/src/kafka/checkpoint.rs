@@ -67,7 +67,12 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
 
 impl CheckpointStore {
     /// Open (creating) `dir` for `replica` in `group` reading `topic`.
-    pub fn open(dir: &Path, group: &str, topic: &str, replica: &str) -> Result<Self, CheckpointError> {
+    pub fn open(
+        dir: &Path,
+        group: &str,
+        topic: &str,
+        replica: &str,
+    ) -> Result<Self, CheckpointError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let prefix = format!("{}.{}.", file_safe(group), file_safe(topic));
         let own_file = dir.join(format!("{prefix}{}.json", file_safe(replica)));
@@ -130,7 +135,12 @@ fn read(path: &Path) -> Result<Option<ReplicaCheckpoint>, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CheckpointError::Io { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
     };
     match serde_json::from_slice::<ReplicaCheckpoint>(&bytes) {
         Ok(checkpoint) if checkpoint.version == FORMAT_VERSION => Ok(Some(checkpoint)),
@@ -148,7 +158,13 @@ fn read(path: &Path) -> Result<Option<ReplicaCheckpoint>, CheckpointError> {
 /// Keep names usable as one path component.
 fn file_safe(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -158,7 +174,12 @@ pub fn truncate_output(path: &Path, length: u64) -> Result<bool, CheckpointError
     let file = match OpenOptions::new().write(true).open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(CheckpointError::Io { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
     };
     let current = file.metadata().map_err(io_error(path))?.len();
     if current <= length {

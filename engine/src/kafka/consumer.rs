@@ -1,28 +1,26 @@
 //! The consumer loop, its librdkafka context and the per-partition engine.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{bucket_start, WindowResult};
-use rdkafka::client::{ClientContext, NativeClient};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 
-use super::checkpoint::{new_checkpoint, truncate_output, CheckpointStore};
-use super::group::{self, CallbackClient, GroupClient};
+use super::checkpoint::{new_checkpoint, CheckpointStore};
+use super::context::{Context, FetchState};
+use super::emit::EmitSink;
+use super::group::GroupClient;
 use super::metrics::KafkaMetrics;
-use super::partition::{OffsetCheck, PartitionCheckpoint, PartitionGeometry, PartitionState, RecordRole};
+use super::partition::{
+    OffsetCheck, PartitionCheckpoint, PartitionGeometry, PartitionState, RecordRole,
+};
 use crate::config::Config;
 use crate::decode::RejectReason;
 use crate::http::{self, ServerState};
@@ -46,64 +44,8 @@ fn fetch_from(resume_offset: i64) -> Offset {
     Offset::Offset(resume_offset.saturating_sub(RESUME_LOOKBACK_RECORDS).max(0))
 }
 
-/// Where closed windows are written, and how many bytes so far.
-struct EmitSink {
-    writer: Box<dyn Write + Send>,
-    /// The file behind `writer`, to cut back after a crash and to sync.
-    file: Option<(PathBuf, File)>,
-    bytes: u64,
-}
-
-impl EmitSink {
-    fn open(path: &str, keep_bytes: Option<u64>) -> anyhow::Result<Self> {
-        if path == "-" {
-            return Ok(Self {
-                writer: open_writer("-")?,
-                file: None,
-                bytes: 0,
-            });
-        }
-        let path = PathBuf::from(path);
-        match keep_bytes {
-            Some(length) => {
-                if truncate_output(&path, length)? {
-                    tracing::info!(path = %path.display(), length, "cut window output back to the last checkpoint");
-                }
-            }
-            // A fresh start: a new file, as without Kafka.
-            None => {
-                File::create(&path)?;
-            }
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let bytes = file.metadata()?.len();
-        let writer = Box::new(BufWriter::with_capacity(1 << 16, file.try_clone()?));
-        Ok(Self {
-            writer,
-            file: Some((path, file)),
-            bytes,
-        })
-    }
-
-    fn write_line(&mut self, json: &str) -> io::Result<()> {
-        self.writer.write_all(json.as_bytes())?;
-        self.writer.write_all(b"\n")?;
-        self.bytes += json.len() as u64 + 1;
-        Ok(())
-    }
-
-    /// Flush, and make durable when `sync`; returns the length written.
-    fn flush(&mut self, sync: bool) -> io::Result<u64> {
-        self.writer.flush()?;
-        if let (true, Some((_, file))) = (sync, &self.file) {
-            file.sync_data()?;
-        }
-        Ok(self.bytes)
-    }
-}
-
 /// Everything the consumer thread and the rebalance callback share.
-struct Engine {
+pub(super) struct Engine {
     topic: String,
     pipeline: Pipeline,
     parse_settings: ParseSettings,
@@ -128,32 +70,17 @@ struct Engine {
     fetch: Arc<Mutex<HashMap<i32, FetchState>>>,
 }
 
-/// What librdkafka last reported about fetching one partition.
-#[derive(Clone, Copy, Debug)]
-struct FetchState {
-    /// The partition's high watermark (end of the log).
-    high_offset: i64,
-    /// Next offset the client will fetch.
-    fetch_offset: i64,
-    /// Records fetched but not yet polled.
-    queued: i64,
-}
-
-impl FetchState {
-    /// Nothing left to read as of the report: the log ends where we are.
-    fn caught_up(&self, processed: Option<i64>) -> bool {
-        self.high_offset >= 0
-            && self.queued == 0
-            && self.fetch_offset >= self.high_offset
-            && processed.is_none_or(|next| next >= self.high_offset)
-    }
-}
-
 impl Engine {
     /// One record of partition `partition` at `offset`. Returns an offset
     /// to seek the partition back to when records before this one are missing.
     #[must_use]
-    fn on_record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, kafka_ms: Option<i64>) -> Option<i64> {
+    fn on_record(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        kafka_ms: Option<i64>,
+    ) -> Option<i64> {
         let now = now_ms();
         let Some(state) = self.partitions.get_mut(&partition) else {
             return None; // revoked meanwhile
@@ -186,7 +113,9 @@ impl Engine {
             (RecordRole::Restore, Parsed::Stream(stream)) => {
                 let time_ms = stream.time_ms();
                 if !state.is_late(time_ms)
-                    && self.pipeline.restore_from_source(source, stream, &self.names)
+                    && self
+                        .pipeline
+                        .restore_from_source(source, stream, &self.names)
                 {
                     state.note_pane(offset, time_ms);
                 }
@@ -197,9 +126,9 @@ impl Engine {
             (_, Parsed::Stream(stream)) => {
                 let time_ms = stream.time_ms();
                 let late = state.is_late(time_ms);
-                let outcome = self
-                    .pipeline
-                    .apply_from_source(source, stream, late, &self.names, raw);
+                let outcome =
+                    self.pipeline
+                        .apply_from_source(source, stream, late, &self.names, raw);
                 if outcome == Outcome::Stream {
                     state.note_pane(offset, time_ms);
                     if let Some(ms) = kafka_ms {
@@ -210,7 +139,8 @@ impl Engine {
                 state.observe(time_ms);
             }
             (_, other) => {
-                self.pipeline.apply(other, &self.names, raw, &mut self.closed);
+                self.pipeline
+                    .apply(other, &self.names, raw, &mut self.closed);
             }
         }
         state.processed(offset, now);
@@ -221,7 +151,9 @@ impl Engine {
         let pane_ms = self.geometry.pane_ms;
         let watermark = state.watermark_ms();
         let crossed = match (watermark_before, watermark) {
-            (Some(before), Some(after)) => bucket_start(before, pane_ms) != bucket_start(after, pane_ms),
+            (Some(before), Some(after)) => {
+                bucket_start(before, pane_ms) != bucket_start(after, pane_ms)
+            }
             (None, Some(_)) => true,
             _ => false,
         };
@@ -347,24 +279,37 @@ impl Engine {
             self.catch_up(source, i64::MAX);
         }
         self.advance(now);
-        let max_event = self.partitions.values().filter_map(PartitionState::max_event_ms).max();
-        let watermark = self.global_watermark(now).or(self.pipeline_closed_through());
+        let max_event = self
+            .partitions
+            .values()
+            .filter_map(PartitionState::max_event_ms)
+            .max();
+        let watermark = self
+            .global_watermark(now)
+            .or(self.pipeline_closed_through());
         self.pipeline.set_external_progress(max_event, watermark);
         self.pipeline.sync_metrics(&self.server.metrics, now);
         for state in self.partitions.values() {
             let next = state.next_offset();
-            self.kafka_metrics
-                .set_partition_progress(state.partition(), next, state.watermark_ms());
+            self.kafka_metrics.set_partition_progress(
+                state.partition(),
+                next,
+                state.watermark_ms(),
+            );
             if let Some(f) = fetch.get(&state.partition()) {
                 let position = next.unwrap_or(f.fetch_offset - f.queued);
                 if f.high_offset >= 0 {
-                    self.kafka_metrics.set_lag(state.partition(), (f.high_offset - position).max(0));
+                    self.kafka_metrics
+                        .set_lag(state.partition(), (f.high_offset - position).max(0));
                 }
             }
         }
-        self.kafka_metrics.restored(std::mem::take(&mut self.restored));
-        self.kafka_metrics.record_ingest_latencies(&mut self.latencies);
-        self.kafka_metrics.record_apply_latencies(&mut self.apply_nanos);
+        self.kafka_metrics
+            .restored(std::mem::take(&mut self.restored));
+        self.kafka_metrics
+            .record_ingest_latencies(&mut self.latencies);
+        self.kafka_metrics
+            .record_apply_latencies(&mut self.apply_nanos);
         self.update_readiness();
     }
 
@@ -421,7 +366,11 @@ impl Engine {
         // The committed offset is where counting resumes.
         let mut offsets = TopicPartitionList::new();
         for partition in &checkpoint.partitions[..held] {
-            let _ = offsets.add_partition_offset(&self.topic, partition.partition, Offset::Offset(partition.next_offset));
+            let _ = offsets.add_partition_offset(
+                &self.topic,
+                partition.partition,
+                Offset::Offset(partition.next_offset),
+            );
         }
         if offsets.count() > 0 {
             consumer.store_offsets(&offsets);
@@ -430,7 +379,11 @@ impl Engine {
 
     /// New partitions: resume each from its newest checkpoint (setting the
     /// offset the consumer starts at) or start it fresh.
-    fn assign(&mut self, consumer: &dyn GroupClient, assignment: &mut TopicPartitionList) {
+    pub(super) fn assign(
+        &mut self,
+        consumer: &dyn GroupClient,
+        assignment: &mut TopicPartitionList,
+    ) {
         let now = now_ms();
         let committed = consumer.committed(assignment).unwrap_or_default();
         let latest = match &self.store {
@@ -440,30 +393,52 @@ impl Engine {
             }),
             None => BTreeMap::new(),
         };
-        let partitions: Vec<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
+        let partitions: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         for partition in partitions {
             let source = partition as u32;
             let state = match latest.get(&partition) {
                 Some(checkpoint) => {
-                    let _ = assignment.set_partition_offset(&self.topic, partition, fetch_from(checkpoint.replay_from));
+                    let _ = assignment.set_partition_offset(
+                        &self.topic,
+                        partition,
+                        fetch_from(checkpoint.replay_from),
+                    );
                     self.pipeline
                         .aggregator_mut()
                         .add_source(source, checkpoint.emitted_through_ms);
-                    tracing::info!(partition, next_offset = checkpoint.next_offset, replay_from = checkpoint.replay_from, "resuming partition from checkpoint");
+                    tracing::info!(
+                        partition,
+                        next_offset = checkpoint.next_offset,
+                        replay_from = checkpoint.replay_from,
+                        "resuming partition from checkpoint"
+                    );
                     PartitionState::resumed(checkpoint, self.geometry, now)
                 }
                 None => {
                     self.pipeline.aggregator_mut().add_source(source, i64::MIN);
-                    let group_offset = committed
-                        .find_partition(&self.topic, partition)
-                        .and_then(|e| match e.offset() {
-                            Offset::Offset(offset) => Some(offset),
-                            _ => None,
-                        });
-                    tracing::info!(partition, ?group_offset, "partition has no checkpoint; starting at the group's committed offset");
+                    let group_offset =
+                        committed
+                            .find_partition(&self.topic, partition)
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(offset) => Some(offset),
+                                _ => None,
+                            });
+                    tracing::info!(
+                        partition,
+                        ?group_offset,
+                        "partition has no checkpoint; starting at the group's committed offset"
+                    );
                     match group_offset {
                         Some(offset) => {
-                            let _ = assignment.set_partition_offset(&self.topic, partition, fetch_from(offset));
+                            let _ = assignment.set_partition_offset(
+                                &self.topic,
+                                partition,
+                                fetch_from(offset),
+                            );
                             PartitionState::fresh_at(partition, offset, self.geometry, now)
                         }
                         None => PartitionState::fresh(partition, self.geometry, now),
@@ -477,108 +452,17 @@ impl Engine {
     }
 
     /// Partitions leave: checkpoint them, then drop their panes.
-    fn revoke(&mut self, consumer: &dyn GroupClient) {
+    pub(super) fn revoke(&mut self, consumer: &dyn GroupClient) {
         self.checkpoint(consumer);
         consumer.commit_sync();
         for partition in std::mem::take(&mut self.partitions).into_keys() {
-            self.pipeline.aggregator_mut().remove_source(partition as u32);
+            self.pipeline
+                .aggregator_mut()
+                .remove_source(partition as u32);
             self.kafka_metrics.forget_partition(partition);
         }
         self.kafka_metrics.set_assigned(0);
         self.update_readiness();
-    }
-}
-
-/// librdkafka callbacks.
-struct Context {
-    engine: Arc<Mutex<Engine>>,
-    kafka_metrics: Arc<KafkaMetrics>,
-    fetch: Arc<Mutex<HashMap<i32, FetchState>>>,
-    topic: String,
-}
-
-impl Context {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl ClientContext for Context {
-    fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|broker| broker.nodeid >= 0 && broker.state == "UP");
-        self.kafka_metrics.set_connected(up);
-        if let Some(topic) = statistics.topics.get(&self.topic) {
-            let mut fetch = self.fetch.lock().unwrap_or_else(|e| e.into_inner());
-            for (&partition, stats) in &topic.partitions {
-                if partition >= 0 {
-                    fetch.insert(
-                        partition,
-                        FetchState {
-                            high_offset: stats.hi_offset,
-                            fetch_offset: stats.next_offset,
-                            queued: stats.fetchq_cnt,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        let connection = matches!(
-            code,
-            Some(RDKafkaErrorCode::BrokerTransportFailure)
-                | Some(RDKafkaErrorCode::AllBrokersDown)
-                | Some(RDKafkaErrorCode::Resolve)
-        );
-        if connection {
-            self.kafka_metrics.connection_error();
-            if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-                self.kafka_metrics.set_connected(false);
-            }
-            tracing::warn!(%error, reason, "kafka connection problem");
-        } else {
-            tracing::error!(%error, reason, "kafka error");
-        }
-    }
-}
-
-impl ConsumerContext for Context {
-    fn rebalance(&self, native: &NativeClient, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        self.kafka_metrics.rebalance();
-        let client = CallbackClient(native);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.engine().assign(&client, tpl);
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
-                group::assign(native, tpl);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!("partitions revoked");
-                self.engine().revoke(&client);
-                group::unassign(native);
-            }
-            other => {
-                tracing::error!(error = ?other, "rebalance failed");
-                self.engine().revoke(&client);
-                group::unassign(native);
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if result.is_err() {
-            return;
-        }
-        for element in offsets.elements() {
-            if let Offset::Offset(offset) = element.offset() {
-                self.kafka_metrics.set_committed(element.partition(), offset);
-            }
-        }
     }
 }
 
@@ -611,7 +495,11 @@ fn replica_id(config: &Config) -> String {
         std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "downbeat".to_owned())
     })
@@ -629,7 +517,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let replica = replica_id(&config);
     let store = match &config.kafka.checkpoint_dir {
-        Some(dir) => Some(CheckpointStore::open(Path::new(dir), &config.kafka.group, &config.kafka.topic, &replica)?),
+        Some(dir) => Some(CheckpointStore::open(
+            Path::new(dir),
+            &config.kafka.group,
+            &config.kafka.topic,
+            &replica,
+        )?),
         None => {
             tracing::warn!("no kafka.checkpoint_dir: after a crash or a rebalance, windows in progress restart empty (offsets are still committed after processing)");
             None
@@ -641,10 +534,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     if let Some(own) = &own {
         metrics.restore_counters(&own.counters);
-        tracing::info!(replica, partitions = own.partitions.len(), "restored this replica's counters from its checkpoint");
+        tracing::info!(
+            replica,
+            partitions = own.partitions.len(),
+            "restored this replica's counters from its checkpoint"
+        );
     }
     let emit = match config.output.emit_windows.as_deref() {
-        Some(path) => Some(EmitSink::open(path, own.as_ref().and_then(|c| c.emitted_bytes))?),
+        Some(path) => Some(EmitSink::open(
+            path,
+            own.as_ref().and_then(|c| c.emitted_bytes),
+        )?),
         None => None,
     };
     let rejects = match config.output.rejects.as_deref() {
@@ -714,13 +614,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 let kafka_ms = message.timestamp().to_millis();
                 let mut engine = engine.lock().unwrap_or_else(|e| e.into_inner());
                 let partition = message.partition();
-                let seek = engine.on_record(partition, message.offset(), message.payload(), kafka_ms);
+                let seek =
+                    engine.on_record(partition, message.offset(), message.payload(), kafka_ms);
                 let apply_nanos = polled.elapsed().as_nanos() as u64;
                 engine.apply_nanos.push(apply_nanos);
                 drop(engine);
                 if let Some(offset) = seek {
                     drop(message);
-                    if let Err(error) = consumer.seek(&config.kafka.topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                    if let Err(error) = consumer.seek(
+                        &config.kafka.topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(5),
+                    ) {
                         tracing::error!(%error, partition, "seek failed");
                     }
                 }
@@ -739,7 +645,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     server.ready.store(false, Ordering::Relaxed);
-    engine.lock().unwrap_or_else(|e| e.into_inner()).checkpoint(&consumer);
+    engine
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .checkpoint(&consumer);
     consumer.commit_sync();
     // Leaving the group revokes the partitions (a final checkpoint) so
     // another replica takes them over at once.
@@ -749,4 +658,3 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
-

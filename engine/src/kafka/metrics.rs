@@ -34,23 +34,32 @@ impl KafkaMetrics {
     /// Create and register every series.
     pub fn new(registry: &Registry) -> Self {
         let int_gauge_vec = |name: &str, help: &str| {
-            let vec = IntGaugeVec::new(Opts::new(name, help), &["partition"]).expect("valid metric");
-            registry.register(Box::new(vec.clone())).expect("unique metric");
+            let vec =
+                IntGaugeVec::new(Opts::new(name, help), &["partition"]).expect("valid metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
             vec
         };
         let counter = |name: &str, help: &str| {
             let counter = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(counter.clone())).expect("unique metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
             counter
         };
         let int_gauge = |name: &str, help: &str| {
             let gauge = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(gauge.clone())).expect("unique metric");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("unique metric");
             gauge
         };
         let gauge_vec = |name: &str, help: &str, label: &str| {
             let vec = GaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry.register(Box::new(vec.clone())).expect("unique metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
             vec
         };
         Self {
@@ -74,22 +83,33 @@ impl KafkaMetrics {
 
     /// Per-partition consumer lag.
     pub fn set_lag(&self, partition: i32, records: i64) {
-        self.lag.with_label_values(&[&partition.to_string()]).set(records);
+        self.lag
+            .with_label_values(&[&partition.to_string()])
+            .set(records);
     }
 
     /// Last committed offset of a partition.
     pub fn set_committed(&self, partition: i32, offset: i64) {
-        self.committed.with_label_values(&[&partition.to_string()]).set(offset);
+        self.committed
+            .with_label_values(&[&partition.to_string()])
+            .set(offset);
     }
 
     /// Next offset to process and the watermark of a partition.
-    pub fn set_partition_progress(&self, partition: i32, next_offset: Option<i64>, watermark_ms: Option<i64>) {
+    pub fn set_partition_progress(
+        &self,
+        partition: i32,
+        next_offset: Option<i64>,
+        watermark_ms: Option<i64>,
+    ) {
         let label = partition.to_string();
         if let Some(offset) = next_offset {
             self.processed.with_label_values(&[&label]).set(offset);
         }
         if let Some(ms) = watermark_ms {
-            self.partition_watermark.with_label_values(&[&label]).set(ms as f64 / 1000.0);
+            self.partition_watermark
+                .with_label_values(&[&label])
+                .set(ms as f64 / 1000.0);
         }
     }
 
@@ -147,13 +167,18 @@ impl KafkaMetrics {
         if nanos.is_empty() {
             return;
         }
-        let mut hdr = self.apply_latency_hdr.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hdr = self
+            .apply_latency_hdr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for n in nanos.drain(..) {
             hdr.saturating_record(n.max(1));
         }
         for q in LATENCY_QUANTILES {
             let seconds = hdr.value_at_quantile(q) as f64 / 1e9;
-            self.apply_latency.with_label_values(&[&q.to_string()]).set(seconds);
+            self.apply_latency
+                .with_label_values(&[&q.to_string()])
+                .set(seconds);
         }
     }
 
@@ -162,13 +187,18 @@ impl KafkaMetrics {
         if latencies.is_empty() {
             return;
         }
-        let mut hdr = self.ingest_latency_hdr.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hdr = self
+            .ingest_latency_hdr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for latency in latencies.drain(..) {
             hdr.saturating_record(latency.as_micros().max(1) as u64);
         }
         for q in LATENCY_QUANTILES {
             let seconds = hdr.value_at_quantile(q) as f64 / 1e6;
-            self.ingest_latency.with_label_values(&[&q.to_string()]).set(seconds);
+            self.ingest_latency
+                .with_label_values(&[&q.to_string()])
+                .set(seconds);
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod partition;
 pub mod produce;
 
 mod consumer;
+mod context;
+mod emit;
 mod group;
 
 pub use consumer::run;

@@ -116,7 +116,11 @@ impl PartitionState {
 
     /// A partition resumed from a checkpoint: the consumer must start at
     /// [`PartitionCheckpoint::replay_from`].
-    pub fn resumed(checkpoint: &PartitionCheckpoint, geometry: PartitionGeometry, now_ms: i64) -> Self {
+    pub fn resumed(
+        checkpoint: &PartitionCheckpoint,
+        geometry: PartitionGeometry,
+        now_ms: i64,
+    ) -> Self {
         Self {
             seq: checkpoint.seq,
             next_offset: Some(checkpoint.replay_from),
@@ -142,7 +146,12 @@ impl PartitionState {
             return OffsetCheck::InOrder;
         }
         if self.seek_retries >= MAX_SEEK_RETRIES {
-            tracing::warn!(partition = self.partition, expected = next, offset, "records missing from the log; carrying on after the gap");
+            tracing::warn!(
+                partition = self.partition,
+                expected = next,
+                offset,
+                "records missing from the log; carrying on after the gap"
+            );
             self.seek_pending = false;
             return OffsetCheck::InOrder;
         }
@@ -153,7 +162,12 @@ impl PartitionState {
 
     /// A partition without checkpoint whose group offset is known: records
     /// before it are not this replica's to count.
-    pub fn fresh_at(partition: i32, committed_offset: i64, geometry: PartitionGeometry, now_ms: i64) -> Self {
+    pub fn fresh_at(
+        partition: i32,
+        committed_offset: i64,
+        geometry: PartitionGeometry,
+        now_ms: i64,
+    ) -> Self {
         Self {
             next_offset: Some(committed_offset),
             seek_pending: true,
@@ -177,7 +191,8 @@ impl PartitionState {
 
     /// True while records already counted are being re-read.
     pub fn restoring(&self) -> bool {
-        self.next_offset.is_some_and(|next| next < self.restore_until)
+        self.next_offset
+            .is_some_and(|next| next < self.restore_until)
     }
 
     /// This partition's watermark: its largest event time minus the lateness.
@@ -320,7 +335,11 @@ mod tests {
         assert_eq!(resumed.watermark_ms(), Some(51_000));
         let mut resumed = resumed;
         let again = resumed.checkpoint(900_000).unwrap();
-        assert_eq!((again.next_offset, again.replay_from), (14, 11), "unchanged while rebuilding");
+        assert_eq!(
+            (again.next_offset, again.replay_from),
+            (14, 11),
+            "unchanged while rebuilding"
+        );
         assert!(again.seq > cp.seq);
     }
 
@@ -336,10 +355,18 @@ mod tests {
         };
         let mut p = PartitionState::resumed(&cp, GEOMETRY, 0);
         assert_eq!(p.check_offset(600), OffsetCheck::SeekBack(300));
-        assert_eq!(p.check_offset(450), OffsetCheck::InOrder, "before the target: skipped as seen");
+        assert_eq!(
+            p.check_offset(450),
+            OffsetCheck::InOrder,
+            "before the target: skipped as seen"
+        );
         assert_eq!(p.role(450), RecordRole::Seen);
         assert_eq!(p.check_offset(500), OffsetCheck::InOrder);
         p.processed(500, 0);
-        assert_eq!(p.check_offset(700), OffsetCheck::InOrder, "later gaps are the log's own");
+        assert_eq!(
+            p.check_offset(700),
+            OffsetCheck::InOrder,
+            "later gaps are the log's own"
+        );
     }
 }

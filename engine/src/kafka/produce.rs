@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn the_key_is_the_user_id_as_text() {
-        assert_eq!(user_key(br#"{"ts":1,"userId":"42","song":"x"}"#), Some(&b"42"[..]));
+        assert_eq!(
+            user_key(br#"{"ts":1,"userId":"42","song":"x"}"#),
+            Some(&b"42"[..])
+        );
         assert_eq!(user_key(br#"{"userId": 42, "ts":1}"#), Some(&b"42"[..]));
         assert_eq!(user_key(br#"{"userId":7}"#), Some(&b"7"[..]));
         assert_eq!(user_key(br#"{"userId":""}"#), None);
