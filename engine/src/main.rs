@@ -119,15 +119,8 @@ struct ProduceArgs {
     /// JSON Lines to produce (`-` = stdin) instead of the generator.
     #[arg(long, conflicts_with_all = ["rate", "count", "start_ms"])]
     input: Option<String>,
-    /// Generator events per second: the pace, or with --count the spacing of event times.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    /// Stop after N generated events, produced as fast as possible.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Event time of the first generated event (epoch ms) with --count.
-    #[arg(long)]
-    start_ms: Option<i64>,
+    #[command(flatten)]
+    events: GeneratedEvents,
 }
 
 #[derive(Args)]
@@ -149,13 +142,20 @@ struct ReplayArgs {
 struct GenerateArgs {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    events: GeneratedEvents,
+}
+
+/// Which generated events `generate` and `produce` emit.
+#[derive(Args)]
+struct GeneratedEvents {
     /// Events per second: the spacing of event times, and the pace when no --count is given.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
-    /// Stop after N events, written as fast as possible (timestamps ending now).
+    /// Stop after N events, emitted as fast as possible (timestamps ending now).
     #[arg(long)]
     count: Option<u64>,
-    /// Event time of the first event (epoch ms); defaults so the last event is now.
+    /// Event time of the first event (epoch ms) with --count; defaults so the last event is now.
     #[arg(long)]
     start_ms: Option<i64>,
 }
@@ -263,7 +263,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
-    config.source.rate_per_sec = args.rate;
+    config.source.rate_per_sec = args.events.rate;
     if let Some(brokers) = args.kafka.brokers {
         config.kafka.brokers = brokers;
     }
@@ -276,9 +276,9 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         brokers: config.kafka.brokers.clone(),
         topic: config.kafka.topic.clone(),
         input: args.input,
-        rate_per_sec: args.rate,
-        count: args.count,
-        start_ms: args.start_ms,
+        rate_per_sec: args.events.rate,
+        count: args.events.count,
+        start_ms: args.events.start_ms,
         properties: args.kafka.properties,
         generator: config.generator.clone(),
     })?;
@@ -294,16 +294,17 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
-    config.source.rate_per_sec = args.rate;
+    config.source.rate_per_sec = args.events.rate;
     config.validate()?;
     let mut generator = Generator::new(&config.generator);
-    let step_ms = 1000.0 / args.rate;
+    let step_ms = 1000.0 / args.events.rate;
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut line = Vec::with_capacity(1024);
-    let written = match args.count {
+    let written = match args.events.count {
         Some(count) => {
             let start = args
+                .events
                 .start_ms
                 .unwrap_or_else(|| now_ms() - (count as f64 * step_ms) as i64);
             (0..count).try_for_each(|i| {
@@ -313,7 +314,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 out.write_all(&line)
             })
         }
-        None => generate_paced(&mut generator, args.rate, &mut out),
+        None => generate_paced(&mut generator, args.events.rate, &mut out),
     };
     match written.and_then(|()| out.flush()) {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -295,16 +295,7 @@ impl Pipeline {
     ) -> Outcome {
         // `insert` refuses late streams (and forgets a name interned only
         // for them), so lateness is checked once.
-        let (artist, song) = parsed.names(names);
-        let stream = Stream {
-            time_ms: parsed.time_ms,
-            user_hash: parsed.user_hash,
-            song: self
-                .aggregator
-                .intern_hashed(parsed.song_hash, artist, song),
-            dims: parsed.dims,
-            duration_ms: parsed.duration_ms,
-        };
+        let stream = self.intern(parsed, names);
         if self.aggregator.insert(stream).is_err() {
             return Outcome::Late;
         }
@@ -313,6 +304,21 @@ impl Pipeline {
             self.advance(watermark, out);
         }
         Outcome::Stream
+    }
+
+    /// The stream of `parsed`, its song interned (names are in `names`).
+    #[inline]
+    fn intern(&mut self, parsed: ParsedStream, names: &[u8]) -> Stream {
+        let (artist, song) = parsed.names(names);
+        Stream {
+            time_ms: parsed.time_ms,
+            user_hash: parsed.user_hash,
+            song: self
+                .aggregator
+                .intern_hashed(parsed.song_hash, artist, song),
+            dims: parsed.dims,
+            duration_ms: parsed.duration_ms,
+        }
     }
 
     /// Count a stream from one of several ordered sources (a Kafka
@@ -329,16 +335,7 @@ impl Pipeline {
     ) -> Outcome {
         self.totals.lines += 1;
         self.ingest.event();
-        let (artist, song) = parsed.names(names);
-        let stream = Stream {
-            time_ms: parsed.time_ms,
-            user_hash: parsed.user_hash,
-            song: self
-                .aggregator
-                .intern_hashed(parsed.song_hash, artist, song),
-            dims: parsed.dims,
-            duration_ms: parsed.duration_ms,
-        };
+        let stream = self.intern(parsed, names);
         let accepted = !late_in_source && self.aggregator.insert_from(source, stream).is_ok();
         if !accepted {
             if late_in_source {
@@ -363,16 +360,7 @@ impl Pipeline {
         parsed: ParsedStream,
         names: &[u8],
     ) -> bool {
-        let (artist, song) = parsed.names(names);
-        let stream = Stream {
-            time_ms: parsed.time_ms,
-            user_hash: parsed.user_hash,
-            song: self
-                .aggregator
-                .intern_hashed(parsed.song_hash, artist, song),
-            dims: parsed.dims,
-            duration_ms: parsed.duration_ms,
-        };
+        let stream = self.intern(parsed, names);
         self.aggregator.restore_from(source, stream)
     }
 
