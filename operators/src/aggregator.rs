@@ -17,6 +17,7 @@
 //! counted twice or lost across a hand-over, and summing the records of a
 //! window gives its totals.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use thiserror::Error;
@@ -27,7 +28,8 @@ use crate::operator::Operator;
 use crate::pane::Pane;
 use crate::result::WindowResult;
 use crate::top_k::top_k;
-use crate::window::{bucket_start, gcd, WindowError, WindowSpec};
+use crate::trending::{SongStreams, TrendDetector, Trending, TrendingConfig};
+use crate::window::{bucket_start, gcd, WindowError, WindowKind, WindowSpec};
 
 /// What the aggregator computes.
 #[derive(Clone, Debug)]
@@ -36,6 +38,9 @@ pub struct AggregatorConfig {
     pub windows: Vec<WindowSpec>,
     /// Length of every window's leaderboard.
     pub top_k: usize,
+    /// Trending songs, scored on every close of the first tumbling window
+    /// (none without a tumbling window).
+    pub trending: TrendingConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -47,6 +52,7 @@ impl Default for AggregatorConfig {
                 WindowSpec::sliding(600_000, 60_000).expect("valid constant"),
             ],
             top_k: 10,
+            trending: TrendingConfig::default(),
         }
     }
 }
@@ -77,6 +83,9 @@ pub struct WindowAggregator {
     catalog: SongCatalog,
     closed_through_ms: Option<EventTimeMs>,
     late_events: u64,
+    /// The window the trend detector scores, and the detector.
+    trend: Option<(usize, TrendDetector)>,
+    trending: Option<Trending>,
 }
 
 impl WindowAggregator {
@@ -98,6 +107,17 @@ impl WindowAggregator {
             .map(WindowSpec::width_ms)
             .max()
             .unwrap_or(0);
+        let trend = match config
+            .windows
+            .iter()
+            .position(|spec| spec.kind() == WindowKind::Tumbling)
+        {
+            Some(index) => {
+                let width_ms = config.windows[index].width_ms();
+                Some((index, TrendDetector::new(config.trending, width_ms)?))
+            }
+            None => None,
+        };
         Ok(Self {
             windows: config.windows,
             top_k: config.top_k,
@@ -108,6 +128,8 @@ impl WindowAggregator {
             catalog: SongCatalog::new(),
             closed_through_ms: None,
             late_events: 0,
+            trend,
+            trending: None,
         })
     }
 
@@ -263,8 +285,8 @@ impl WindowAggregator {
             return;
         }
         for (end_ms, window) in self.due_windows(after, upto) {
-            if let Some(result) = self.result(window, end_ms, |s| s == source) {
-                out.push(result);
+            if let Some(state) = self.window_state(window, end_ms, |s| s == source) {
+                out.push(self.result(window, end_ms, &state));
             }
         }
         self.emitted_through_ms.insert(source, upto);
@@ -309,11 +331,28 @@ impl WindowAggregator {
         }
         let crossed = self.crosses_boundary(watermark_ms);
         if crossed {
+            let mut trend = self.trend.take();
+            let mut trending = None;
             for (end_ms, window) in self.due_windows(after, watermark_ms) {
                 let holds = |source| self.emitted_through(source) < end_ms;
-                if let Some(result) = self.result(window, end_ms, holds) {
-                    out.push(result);
+                let Some(state) = self.window_state(window, end_ms, holds) else {
+                    continue;
+                };
+                if let Some((_, detector)) = trend.as_mut().filter(|(w, _)| *w == window) {
+                    let songs = state.song_counts().filter_map(|(id, streams)| {
+                        let (artist, song) = self.catalog.names(id)?;
+                        let key = self.catalog.hash(id)?;
+                        Some(SongStreams { key, artist, song, streams })
+                    });
+                    if let Some(scored) = detector.observe(end_ms, state.streams(), songs) {
+                        trending = Some(scored);
+                    }
                 }
+                out.push(self.result(window, end_ms, &state));
+            }
+            self.trend = trend;
+            if trending.is_some() {
+                self.trending = trending;
             }
         }
         // Sources in step move with the watermark; sources behind (catching
@@ -365,34 +404,37 @@ impl WindowAggregator {
         due
     }
 
-    /// The window ending at `end_ms`, from the panes of the sources `holds`
-    /// accepts; None when they have no pane in it.
-    fn result(
+    /// The state of the window ending at `end_ms`, merged from the panes of
+    /// the sources `holds` accepts; None when they have no pane in it.
+    fn window_state(
         &self,
         window: usize,
         end_ms: EventTimeMs,
         holds: impl Fn(SourceId) -> bool,
-    ) -> Option<WindowResult> {
-        let spec = &self.windows[window];
-        let start_ms = end_ms - spec.width_ms();
+    ) -> Option<Cow<'_, Pane>> {
+        let start_ms = end_ms - self.windows[window].width_ms();
         let mut panes = self
             .panes
             .range((start_ms, 0)..(end_ms, 0))
             .filter(|((_, source), _)| holds(*source))
             .map(|(_, pane)| pane);
         let first = panes.next()?;
-        let merged;
-        let window_state = match panes.next() {
-            None => first,
+        Some(match panes.next() {
+            None => Cow::Borrowed(first),
             Some(second) => {
                 let mut all = first.clone();
                 all.merge(second);
                 panes.for_each(|pane| all.merge(pane));
-                merged = all;
-                &merged
+                Cow::Owned(all)
             }
-        };
-        Some(WindowResult {
+        })
+    }
+
+    /// The result of the window ending at `end_ms` from its state.
+    fn result(&self, window: usize, end_ms: EventTimeMs, window_state: &Pane) -> WindowResult {
+        let spec = &self.windows[window];
+        let start_ms = end_ms - spec.width_ms();
+        WindowResult {
             window: spec.kind().name(),
             start_ms,
             end_ms,
@@ -401,7 +443,13 @@ impl WindowAggregator {
             top_songs: top_k(window_state.song_counts(), self.top_k, &self.catalog),
             breakdown: window_state.breakdown().clone(),
             listening: window_state.durations().summary(),
-        })
+        }
+    }
+
+    /// The trend detector's answer for the latest scored window, once: None
+    /// until the next tumbling window closes.
+    pub fn take_trending(&mut self) -> Option<Trending> {
+        self.trending.take()
     }
 
     /// Free panes every window holding them has been emitted with: those

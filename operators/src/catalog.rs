@@ -128,6 +128,15 @@ impl SongCatalog {
             .map(|entry| (&*entry.artist, &*entry.song))
     }
 
+    /// The name hash of a live id: stable for the process, whatever id the
+    /// names get after an eviction.
+    pub fn hash(&self, id: SongId) -> Option<u64> {
+        self.entries
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|entry| entry.hash)
+    }
+
     /// Number of interned songs.
     pub fn len(&self) -> usize {
         self.table.len()

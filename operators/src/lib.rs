@@ -36,6 +36,7 @@ pub mod operator;
 pub mod pane;
 pub mod result;
 pub mod top_k;
+pub mod trending;
 pub mod window;
 
 pub use aggregator::{AggregatorConfig, LateEvent, SourceId, WindowAggregator};
@@ -49,4 +50,5 @@ pub use operator::Operator;
 pub use pane::Pane;
 pub use result::{SongCount, WindowResult};
 pub use top_k::top_k;
+pub use trending::{SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong};
 pub use window::{bucket_start, WindowError, WindowKind, WindowSpec};

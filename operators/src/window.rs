@@ -33,7 +33,7 @@ impl WindowKind {
 }
 
 /// Why a window specification was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, PartialEq)]
 pub enum WindowError {
     /// Width or slide was zero or negative: give both as positive durations.
     #[error(
@@ -59,6 +59,9 @@ pub enum WindowError {
     /// Top-k needs at least one entry.
     #[error("top_k must be at least 1")]
     ZeroTopK,
+    /// The trend detector's settings were refused: fix the field named.
+    #[error(transparent)]
+    Trending(#[from] crate::trending::TrendingError),
 }
 
 /// One window shape: kind, width and slide, validated at construction.

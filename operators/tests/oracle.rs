@@ -270,7 +270,12 @@ fn aggregator(shapes: &[Shape], top_k: usize) -> WindowAggregator {
             }
         })
         .collect();
-    WindowAggregator::new(AggregatorConfig { windows, top_k }).unwrap()
+    WindowAggregator::new(AggregatorConfig {
+        windows,
+        top_k,
+        ..AggregatorConfig::default()
+    })
+    .unwrap()
 }
 
 /// The parts of a window result that must match exactly.

@@ -1,0 +1,518 @@
+//! Trending: songs (and the total) rising abnormally against their own past.
+//!
+//! Fed one closed tumbling window at a time, in end order. Each song keeps an
+//! exponentially weighted moving average (EWMA) of its streams per window,
+//! zeros included for windows it was not played in; a window's *baseline* is
+//! that average over the windows before it. A song trends when its streams in
+//! the window are far above its baseline by three guards at once:
+//! - `ratio = streams / max(baseline, baseline_floor_streams)` of at least
+//!   `min_ratio` (the relative rise the board shows and the alert uses);
+//! - `z = (streams - baseline) / sqrt(max(baseline, floor))` of at least
+//!   `min_z`: streams are roughly Poisson, so this keeps a song with a
+//!   baseline of 3 from trending on a lucky 7 among thousands of songs;
+//! - at least `min_streams` streams, so quiet songs never page.
+//!
+//! The averages start when the detector sees its first window and are
+//! bias-corrected (divided by `1 - decay^k` after `k` windows, as Adam does),
+//! so a steady song has a ratio near 1 from the start instead of a baseline
+//! that slowly climbs from zero. Nothing is reported during the first
+//! `warmup_windows` windows. State is one small entry per song heard
+//! recently; entries that have decayed to nothing are dropped.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::EventTimeMs;
+
+/// What makes a song trend (the engine's `[trending]` section). Defaults suit
+/// a platform with thousands of streams per minute; lower `min_streams` for
+/// small feeds.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrendingConfig {
+    /// Songs reported per window (the K rank-labelled series; default 10).
+    pub top_k: usize,
+    /// Windows after which a past window weighs half as much in a baseline
+    /// (default 30).
+    pub half_life_windows: f64,
+    /// Windows seen before anything is reported (default 5).
+    pub warmup_windows: u32,
+    /// Fewest streams in the window for a song to trend (default 20).
+    pub min_streams: u64,
+    /// Smallest streams-to-baseline ratio for a song to trend (default 2).
+    pub min_ratio: f64,
+    /// Smallest Poisson z-score for a song to trend (default 4).
+    pub min_z: f64,
+    /// Baselines below this count as this, e.g. for a song never heard
+    /// before (default 1).
+    pub baseline_floor_streams: f64,
+}
+
+impl Default for TrendingConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 10,
+            half_life_windows: 30.0,
+            warmup_windows: 5,
+            min_streams: 20,
+            min_ratio: 2.0,
+            min_z: 4.0,
+            baseline_floor_streams: 1.0,
+        }
+    }
+}
+
+/// Why a [`TrendingConfig`] was refused.
+#[derive(Debug, Error, PartialEq)]
+pub enum TrendingError {
+    /// `top_k` was 0: report at least one song.
+    #[error("trending top_k must be at least 1")]
+    ZeroTopK,
+    /// `half_life_windows` must be a positive number of windows, e.g. 30.
+    #[error("trending half_life_windows must be positive and finite, got {0}")]
+    HalfLife(f64),
+    /// `min_ratio` and `min_z` must be finite numbers.
+    #[error("trending setting `{field}` must be a finite number, got {value}")]
+    Threshold {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// `baseline_floor_streams` must be positive and finite (it divides), e.g. 1.
+    #[error("trending setting `baseline_floor_streams` must be positive and finite, got {0}")]
+    Floor(f64),
+    /// The window width must be positive.
+    #[error("trending window width must be positive, got {0} ms")]
+    WindowWidth(i64),
+}
+
+impl TrendingConfig {
+    /// Checks every field and names the first one that is wrong.
+    pub fn validate(&self) -> Result<(), TrendingError> {
+        if self.top_k == 0 {
+            return Err(TrendingError::ZeroTopK);
+        }
+        if !(self.half_life_windows.is_finite() && self.half_life_windows > 0.0) {
+            return Err(TrendingError::HalfLife(self.half_life_windows));
+        }
+        for (field, value) in [("min_ratio", self.min_ratio), ("min_z", self.min_z)] {
+            if !value.is_finite() {
+                return Err(TrendingError::Threshold { field, value });
+            }
+        }
+        let floor = self.baseline_floor_streams;
+        if !(floor.is_finite() && floor > 0.0) {
+            return Err(TrendingError::Floor(floor));
+        }
+        Ok(())
+    }
+
+    /// The per-window weight of the past: `0.5^(1 / half_life)`.
+    fn decay(&self) -> f64 {
+        0.5f64.powf(1.0 / self.half_life_windows)
+    }
+}
+
+/// One song's streams in the window being observed.
+#[derive(Clone, Copy, Debug)]
+pub struct SongStreams<'a> {
+    /// Stable identity of (artist, song), e.g. a hash of both names.
+    pub key: u64,
+    /// Artist name.
+    pub artist: &'a str,
+    /// Song title.
+    pub song: &'a str,
+    /// Streams in the window.
+    pub streams: u64,
+}
+
+/// A song rising abnormally in the latest window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrendingSong {
+    /// 1 for the fastest riser.
+    pub rank: usize,
+    /// Artist name.
+    pub artist: String,
+    /// Song title.
+    pub song: String,
+    /// Streams in the window.
+    pub streams: u64,
+    /// Expected streams per window from the song's past.
+    pub baseline_streams: f64,
+    /// `streams / max(baseline_streams, floor)`.
+    pub ratio: f64,
+    /// `(streams - baseline_streams) / sqrt(max(baseline_streams, floor))`.
+    pub z_score: f64,
+}
+
+/// The detector's answer for one window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trending {
+    /// Window start, epoch ms, inclusive.
+    pub window_start_ms: EventTimeMs,
+    /// Window end, epoch ms, exclusive.
+    pub window_end_ms: EventTimeMs,
+    /// True until `warmup_windows` windows were seen: nothing is reported.
+    pub warming_up: bool,
+    /// Streams in the window.
+    pub streams: u64,
+    /// Expected streams per window from the past (None on the first window).
+    pub baseline_streams: Option<f64>,
+    /// `streams / max(baseline_streams, floor)` (None on the first window).
+    pub total_ratio: Option<f64>,
+    /// Trending songs, fastest riser first: ratio descending, then streams
+    /// descending, then artist and song (byte order). At most `top_k`.
+    pub songs: Vec<TrendingSong>,
+}
+
+/// A song's EWMA, last updated at window `index`.
+#[derive(Clone, Copy, Debug)]
+struct Average {
+    value: f64,
+    index: i64,
+}
+
+/// Drop entries whose average decayed below this (streams per window).
+const NEGLIGIBLE_STREAMS: f64 = 1e-3;
+/// Gaps longer than this many windows decay a baseline to nothing anyway.
+const MAX_GAP_WINDOWS: i64 = 100_000;
+/// Sweep decayed entries every this many windows.
+const SWEEP_EVERY_WINDOWS: i64 = 16;
+
+/// The per-song detector. See the module documentation.
+pub struct TrendDetector {
+    config: TrendingConfig,
+    decay: f64,
+    window_ms: i64,
+    songs: HashMap<u64, Average, ahash::RandomState>,
+    total: Option<Average>,
+    first_index: Option<i64>,
+    last_index: Option<i64>,
+    last_sweep: i64,
+}
+
+impl TrendDetector {
+    /// A detector for windows `window_ms` wide.
+    pub fn new(config: TrendingConfig, window_ms: i64) -> Result<Self, TrendingError> {
+        config.validate()?;
+        if window_ms <= 0 {
+            return Err(TrendingError::WindowWidth(window_ms));
+        }
+        Ok(Self {
+            decay: config.decay(),
+            config,
+            window_ms,
+            songs: HashMap::default(),
+            total: None,
+            first_index: None,
+            last_index: None,
+            last_sweep: i64::MIN,
+        })
+    }
+
+    /// Songs with a live baseline.
+    pub fn tracked_songs(&self) -> usize {
+        self.songs.len()
+    }
+
+    /// Score the window ending at `end_ms` and fold it into the baselines.
+    /// `songs` are the window's per-song streams (each song once). Windows
+    /// must come in end order; a window at or before the last one is ignored
+    /// (None). Windows with no streams need not be passed: a gap counts as
+    /// zero streams for every song.
+    pub fn observe<'a>(
+        &mut self,
+        end_ms: EventTimeMs,
+        streams: u64,
+        songs: impl IntoIterator<Item = SongStreams<'a>>,
+    ) -> Option<Trending> {
+        let index = end_ms.div_euclid(self.window_ms);
+        if self.last_index.is_some_and(|last| index <= last) {
+            return None;
+        }
+        let first = *self.first_index.get_or_insert(index);
+        self.last_index = Some(index);
+        // Windows folded into the averages so far (gaps included).
+        let history = index - first;
+        let warming_up = history < i64::from(self.config.warmup_windows);
+        let correction = 1.0 - self.decay.powi(history.min(MAX_GAP_WINDOWS) as i32);
+
+        let (total_baseline, total_average) = self.step(self.total, index, streams, correction);
+        self.total = Some(total_average);
+
+        let mut rising = Vec::new();
+        for entry in songs {
+            let past = self.songs.get(&entry.key).copied();
+            let (baseline, average) = self.step(past, index, entry.streams, correction);
+            self.songs.insert(entry.key, average);
+            if warming_up {
+                continue;
+            }
+            if let Some(song) = self.score(entry, baseline.unwrap_or(0.0)) {
+                rising.push(song);
+            }
+        }
+        rising.sort_by(|a, b| {
+            b.ratio
+                .total_cmp(&a.ratio)
+                .then_with(|| b.streams.cmp(&a.streams))
+                .then_with(|| a.artist.cmp(&b.artist))
+                .then_with(|| a.song.cmp(&b.song))
+        });
+        rising.truncate(self.config.top_k);
+        for (position, song) in rising.iter_mut().enumerate() {
+            song.rank = position + 1;
+        }
+        if index.saturating_sub(self.last_sweep) >= SWEEP_EVERY_WINDOWS {
+            self.sweep(index);
+        }
+        let floor = self.config.baseline_floor_streams;
+        Some(Trending {
+            window_start_ms: end_ms - self.window_ms,
+            window_end_ms: end_ms,
+            warming_up,
+            streams,
+            baseline_streams: total_baseline,
+            total_ratio: total_baseline.map(|b| streams as f64 / b.max(floor)),
+            songs: rising,
+        })
+    }
+
+    /// From an average last updated before `index`: the bias-corrected
+    /// baseline for window `index` (None with no history) and the average
+    /// after folding in `streams`.
+    fn step(
+        &self,
+        past: Option<Average>,
+        index: i64,
+        streams: u64,
+        correction: f64,
+    ) -> (Option<f64>, Average) {
+        // The average as of window index - 1: zeros for the windows between.
+        let previous = past.map_or(0.0, |average| {
+            let gap = (index - 1 - average.index).clamp(0, MAX_GAP_WINDOWS);
+            average.value * self.decay.powi(gap as i32)
+        });
+        let baseline = (correction > 0.0).then(|| previous / correction);
+        let value = self.decay * previous + (1.0 - self.decay) * streams as f64;
+        (baseline, Average { value, index })
+    }
+
+    fn score(&self, entry: SongStreams<'_>, baseline: f64) -> Option<TrendingSong> {
+        let config = &self.config;
+        if entry.streams < config.min_streams {
+            return None;
+        }
+        let scale = baseline.max(config.baseline_floor_streams);
+        let streams = entry.streams as f64;
+        let ratio = streams / scale;
+        let z_score = (streams - baseline) / scale.sqrt();
+        (ratio >= config.min_ratio && z_score >= config.min_z).then(|| TrendingSong {
+            rank: 0,
+            artist: entry.artist.to_owned(),
+            song: entry.song.to_owned(),
+            streams: entry.streams,
+            baseline_streams: baseline,
+            ratio,
+            z_score,
+        })
+    }
+
+    /// Forget songs whose average has decayed to nothing.
+    fn sweep(&mut self, index: i64) {
+        let decay = self.decay;
+        self.songs.retain(|_, average| {
+            let gap = (index - average.index).clamp(0, MAX_GAP_WINDOWS);
+            average.value * decay.powi(gap as i32) >= NEGLIGIBLE_STREAMS
+        });
+        self.last_sweep = index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const MINUTE: i64 = 60_000;
+
+    /// Feed `windows[i]` (song index -> streams) as the window ending at
+    /// minute i + 1 (skipping empty windows, as the aggregator does).
+    fn run(config: &TrendingConfig, windows: &[BTreeMap<u8, u64>]) -> Vec<Option<Trending>> {
+        let names: Vec<String> = (0..=u8::MAX).map(|i| format!("song {i:03}")).collect();
+        let mut detector = TrendDetector::new(config.clone(), MINUTE).unwrap();
+        windows
+            .iter()
+            .enumerate()
+            .map(|(i, counts)| {
+                let total = counts.values().sum::<u64>();
+                if total == 0 {
+                    return None;
+                }
+                let songs = counts.iter().map(|(&song, &streams)| SongStreams {
+                    key: u64::from(song),
+                    artist: "artist",
+                    song: &names[usize::from(song)],
+                    streams,
+                });
+                detector.observe((i as i64 + 1) * MINUTE, total, songs)
+            })
+            .collect()
+    }
+
+    /// From scratch: the bias-corrected EWMA of every song over all windows
+    /// since the first non-empty one, as an explicit weighted sum.
+    fn oracle(config: &TrendingConfig, windows: &[BTreeMap<u8, u64>]) -> Vec<Option<Vec<(String, u64)>>> {
+        let decay = 0.5f64.powf(1.0 / config.half_life_windows);
+        let first = windows.iter().position(|w| w.values().sum::<u64>() > 0);
+        (0..windows.len())
+            .map(|n| {
+                let first = first?;
+                if windows[n].values().sum::<u64>() == 0 || n < first {
+                    return None;
+                }
+                let history = n - first;
+                if history < config.warmup_windows as usize {
+                    return Some(Vec::new());
+                }
+                let mut rising = Vec::new();
+                for (&song, &streams) in &windows[n] {
+                    let mut weighted = 0.0;
+                    let mut weights = 0.0;
+                    for m in first..n {
+                        let w = (1.0 - decay) * decay.powi((n - 1 - m) as i32);
+                        weighted += w * *windows[m].get(&song).unwrap_or(&0) as f64;
+                        weights += w;
+                    }
+                    let baseline = weighted / weights;
+                    let scale = baseline.max(config.baseline_floor_streams);
+                    let ratio = streams as f64 / scale;
+                    let z = (streams as f64 - baseline) / scale.sqrt();
+                    if streams >= config.min_streams && ratio >= config.min_ratio && z >= config.min_z {
+                        rising.push((ratio, streams, format!("song {song:03}")));
+                    }
+                }
+                rising.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+                rising.truncate(config.top_k);
+                Some(rising.into_iter().map(|(_, streams, song)| (song, streams)).collect())
+            })
+            .collect()
+    }
+
+    /// Thresholds no computed ratio or z-score can hit exactly, so float
+    /// rounding cannot split the detector from the oracle at a boundary.
+    fn test_config() -> TrendingConfig {
+        TrendingConfig {
+            top_k: 3,
+            half_life_windows: 2.5,
+            warmup_windows: 2,
+            min_streams: 3,
+            min_ratio: 1.732_050_8,
+            min_z: 1.414_213_5,
+            baseline_floor_streams: 1.0,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_from_scratch_weighted_average(
+            windows in prop::collection::vec(
+                prop::collection::btree_map(0u8..12, 0u64..40, 0..8),
+                1..40,
+            )
+        ) {
+            let config = test_config();
+            let got: Vec<Option<Vec<(String, u64)>>> = run(&config, &windows)
+                .into_iter()
+                .map(|t| t.map(|t| t.songs.into_iter().map(|s| (s.song, s.streams)).collect()))
+                .collect();
+            prop_assert_eq!(got, oracle(&config, &windows));
+        }
+    }
+
+    /// A steady, noisy catalogue: song i has about 200 / (i + 1) streams per
+    /// window, with deterministic noise of about one standard deviation.
+    fn steady(minutes: usize, seed: u64) -> Vec<BTreeMap<u8, u64>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as f64 / (1u64 << 31) as f64
+        };
+        (0..minutes)
+            .map(|_| {
+                (0u8..200)
+                    .map(|song| {
+                        let mean = 200.0 / (f64::from(song) + 1.0);
+                        let noisy = mean + (next() * 2.0 - 1.0) * 1.7 * mean.sqrt();
+                        (song, noisy.max(0.0).round() as u64)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_traffic_never_trends_and_an_injected_spike_is_rank_one() {
+        let config = TrendingConfig::default();
+        let mut windows = steady(120, 7);
+        let quiet = run(&config, &windows);
+        assert!(quiet.iter().flatten().all(|t| t.songs.is_empty()), "steady traffic trended");
+        // Song 150 (about 1.3 streams per window) goes viral at minute 90.
+        for window in &mut windows[90..100] {
+            *window.get_mut(&150).unwrap() += 120;
+        }
+        let spiked = run(&config, &windows);
+        assert!(spiked[..90].iter().flatten().all(|t| t.songs.is_empty()));
+        let first = spiked[90].as_ref().unwrap();
+        assert_eq!(first.songs[0].song, "song 150");
+        assert_eq!(first.songs.len(), 1);
+        assert!(first.songs[0].ratio > 50.0, "{:?}", first.songs[0]);
+        // Ten minutes in, the spike has raised its own baseline but still trends.
+        let last = spiked[99].as_ref().unwrap();
+        assert_eq!(last.songs[0].song, "song 150");
+        assert!(last.songs[0].baseline_streams > 20.0);
+        // The total rose too, by far less.
+        let ratio = first.total_ratio.unwrap();
+        assert!(ratio > 1.05 && ratio < 1.3, "total ratio {ratio}");
+    }
+
+    #[test]
+    fn nothing_is_reported_while_warming_up_and_a_steady_total_has_ratio_one() {
+        let config = TrendingConfig::default();
+        let windows: Vec<BTreeMap<u8, u64>> = (0..8).map(|_| [(1u8, 100u64)].into()).collect();
+        let out = run(&config, &windows);
+        let first = out[0].as_ref().unwrap();
+        assert!(first.warming_up && first.total_ratio.is_none());
+        for t in out.iter().flatten().skip(1) {
+            assert!((t.total_ratio.unwrap() - 1.0).abs() < 1e-9, "bias-corrected baseline");
+            assert!(t.songs.is_empty());
+        }
+        assert!(!out[5].as_ref().unwrap().warming_up);
+        assert!(out[4].as_ref().unwrap().warming_up);
+    }
+
+    #[test]
+    fn decayed_songs_are_forgotten_and_old_windows_ignored() {
+        let mut detector = TrendDetector::new(TrendingConfig::default(), MINUTE).unwrap();
+        let one = |key| SongStreams { key, artist: "a", song: "s", streams: 5 };
+        detector.observe(MINUTE, 5, [one(1)]).unwrap();
+        assert_eq!(detector.tracked_songs(), 1);
+        assert!(detector.observe(MINUTE, 5, [one(1)]).is_none(), "same window twice");
+        // Days later: song 1 has decayed away at the next sweep.
+        detector.observe(MINUTE * 10_000, 5, [one(2)]).unwrap();
+        assert_eq!(detector.tracked_songs(), 1);
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let bad = TrendingConfig { half_life_windows: 0.0, ..TrendingConfig::default() };
+        assert_eq!(bad.validate(), Err(TrendingError::HalfLife(0.0)));
+        let bad = TrendingConfig { baseline_floor_streams: 0.0, ..TrendingConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("baseline_floor_streams"));
+        assert!(TrendDetector::new(TrendingConfig::default(), 0).is_err());
+    }
+}
