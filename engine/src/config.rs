@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use downbeat_operators::{AggregatorConfig, WindowSpec};
+use downbeat_operators::{AggregatorConfig, TrendingConfig, TrendingError, WindowSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -207,6 +207,9 @@ pub struct Config {
     pub generator: GeneratorConfig,
     /// Windows.
     pub windows: WindowsConfig,
+    /// Trending songs: scored on every close of the tumbling window against
+    /// each song's own exponentially weighted baseline.
+    pub trending: TrendingConfig,
     /// Input limits.
     pub input: InputConfig,
     /// HTTP server.
@@ -321,7 +324,27 @@ impl Config {
         }
         self.validate_kafka()?;
         self.validate_generator()?;
+        self.validate_trending()?;
         Ok(())
+    }
+
+    fn validate_trending(&self) -> Result<(), ConfigError> {
+        if self.trending.top_k > 1000 {
+            return Err(invalid("trending.top_k", "must be between 1 and 1000"));
+        }
+        self.trending.validate().map_err(|error| {
+            let field = match &error {
+                TrendingError::ZeroTopK => "trending.top_k",
+                TrendingError::HalfLife(_) => "trending.half_life_windows",
+                TrendingError::Threshold {
+                    field: "min_ratio", ..
+                } => "trending.min_ratio",
+                TrendingError::Threshold { .. } => "trending.min_z",
+                TrendingError::Floor(_) => "trending.baseline_floor_streams",
+                TrendingError::WindowWidth(_) => "windows.tumbling_width_secs",
+            };
+            invalid(field, error.to_string())
+        })
     }
 
     fn validate_kafka(&self) -> Result<(), ConfigError> {
@@ -372,9 +395,16 @@ impl Config {
                 GeneratorConfigError::CountOutOfRange { .. } => "generator.songs",
                 GeneratorConfigError::ZipfExponent(_) => "generator.song_zipf_exponent",
                 GeneratorConfigError::NonStreamRatio(_) => "generator.non_stream_ratio",
+                GeneratorConfigError::Spike(_) => "generator.spike",
             };
             invalid(field, error.to_string())
-        })
+        })?;
+        if self.generator.spike.is_some() {
+            // The spike's song is looked up in the catalogue the seed builds.
+            crate::source::generator::Generator::try_new(&self.generator)
+                .map_err(|error| invalid("generator.spike", error.to_string()))?;
+        }
+        Ok(())
     }
 
     /// The pipeline settings (call after [`Config::validate`]).
@@ -389,6 +419,7 @@ impl Config {
             aggregator: AggregatorConfig {
                 windows: vec![tumbling, sliding],
                 top_k: w.top_k,
+                trending: self.trending.clone(),
             },
             watermark: WatermarkConfig {
                 allowed_lateness_ms: w.allowed_lateness_ms as i64,
@@ -423,6 +454,7 @@ mod tests {
         assert_eq!(config.input, defaults.input);
         assert_eq!(config.http, defaults.http);
         assert_eq!(config.generator, defaults.generator);
+        assert_eq!(config.trending, defaults.trending);
         assert_eq!(config.source.rate_per_sec, defaults.source.rate_per_sec);
     }
 
@@ -454,6 +486,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("http.listen"));
+        config = parse("[trending]\nmin_z = nan\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("trending.min_z"), "{error}");
+        config = parse("[trending]\nhalf_life_windows = -1\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("trending.half_life_windows"), "{error}");
         config = parse("[windows]\ntop_k = 0\n").unwrap();
         assert!(config
             .validate()

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use downbeat::config::{Config, SourceKind};
 use downbeat::output::now_ms;
 use downbeat::source::generator::Generator;
+use downbeat::source::spike::SpikeConfig;
 
 /// downbeat: live music-streaming analytics over event-time windows.
 #[derive(Parser)]
@@ -74,6 +75,8 @@ struct RunArgs {
     #[arg(long, env = "DOWNBEAT_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
     #[command(flatten)]
+    spike: SpikeArgs,
+    #[command(flatten)]
     kafka: KafkaArgs,
     /// For `--source kafka`: consumer group; replicas in one group split the partitions.
     #[arg(long, env = "DOWNBEAT_KAFKA_GROUP")]
@@ -87,6 +90,63 @@ struct RunArgs {
     /// For `--source kafka`: this replica's name in checkpoints (default: host name).
     #[arg(long, env = "DOWNBEAT_REPLICA_ID")]
     replica_id: Option<String>,
+}
+
+/// An injected spike of one song in the generator's events (`[generator.spike]`).
+#[derive(Args)]
+struct SpikeArgs {
+    /// Inject a spike of this song (title; in the catalogue unless --spike-artist is given).
+    #[arg(long)]
+    spike_song: Option<String>,
+    /// Artist of the spiking song (default: the catalogue's).
+    #[arg(long, requires = "spike_song")]
+    spike_artist: Option<String>,
+    /// Event time the spike starts, epoch ms.
+    #[arg(long, requires = "spike_song", conflicts_with = "spike_after_secs")]
+    spike_start_ms: Option<i64>,
+    /// Seconds of event time from the first generated event to the spike (default 0).
+    #[arg(long, requires = "spike_song")]
+    spike_after_secs: Option<u64>,
+    /// How long the spike lasts, seconds (default 600).
+    #[arg(long, requires = "spike_song")]
+    spike_duration_secs: Option<u64>,
+    /// Share of all events that are plays of the song during the spike (default 0.05).
+    #[arg(long, requires = "spike_song")]
+    spike_share: Option<f64>,
+}
+
+impl SpikeArgs {
+    /// Fold the flags into the config's `[generator.spike]`.
+    fn apply(&self, config: &mut Config) {
+        let Some(song) = &self.spike_song else {
+            return;
+        };
+        let spike = config.generator.spike.get_or_insert_with(|| SpikeConfig {
+            song: song.clone(),
+            artist: None,
+            start_ms: None,
+            after_secs: 0,
+            duration_secs: 600,
+            share: 0.05,
+        });
+        spike.song = song.clone();
+        if let Some(artist) = &self.spike_artist {
+            spike.artist = Some(artist.clone());
+        }
+        if let Some(start_ms) = self.spike_start_ms {
+            spike.start_ms = Some(start_ms);
+        }
+        if let Some(after_secs) = self.spike_after_secs {
+            spike.start_ms = None;
+            spike.after_secs = after_secs;
+        }
+        if let Some(duration_secs) = self.spike_duration_secs {
+            spike.duration_secs = duration_secs;
+        }
+        if let Some(share) = self.spike_share {
+            spike.share = share;
+        }
+    }
 }
 
 /// Where the Kafka topic is.
@@ -117,7 +177,7 @@ struct ProduceArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// JSON Lines to produce (`-` = stdin) instead of the generator.
-    #[arg(long, conflicts_with_all = ["rate", "count", "start_ms"])]
+    #[arg(long, conflicts_with_all = ["rate", "count", "start_ms", "spike_song"])]
     input: Option<String>,
     #[command(flatten)]
     events: GeneratedEvents,
@@ -158,6 +218,8 @@ struct GeneratedEvents {
     /// Event time of the first event (epoch ms) with --count; defaults so the last event is now.
     #[arg(long)]
     start_ms: Option<i64>,
+    #[command(flatten)]
+    spike: SpikeArgs,
 }
 
 impl CommonArgs {
@@ -224,6 +286,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(idle) = args.idle_timeout_ms {
         config.windows.idle_timeout_ms = idle;
     }
+    args.spike.apply(&mut config);
     let kafka = &mut config.kafka;
     if let Some(brokers) = args.kafka.brokers {
         kafka.brokers = brokers;
@@ -264,6 +327,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     config.source.rate_per_sec = args.events.rate;
+    args.events.spike.apply(&mut config);
     if let Some(brokers) = args.kafka.brokers {
         config.kafka.brokers = brokers;
     }
@@ -295,6 +359,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     config.source.rate_per_sec = args.events.rate;
+    args.events.spike.apply(&mut config);
     config.validate()?;
     let mut generator = Generator::new(&config.generator);
     let step_ms = 1000.0 / args.events.rate;

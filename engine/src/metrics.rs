@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use downbeat_operators::{Device, Gender, Level, SongCount, UsState, WindowResult};
+use downbeat_operators::{Device, Gender, Level, SongCount, Trending, UsState, WindowResult};
 use hdrhistogram::Histogram as HdrHistogram;
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -46,6 +46,11 @@ pub struct Metrics {
     windows_emitted: IntCounterVec,
     top_song_streams: IntGaugeVec,
     top_song_info: IntGaugeVec,
+    trending_ratio: GaugeVec,
+    trending_streams: IntGaugeVec,
+    trending_baseline: GaugeVec,
+    streams_baseline: GaugeVec,
+    streams_baseline_ratio: GaugeVec,
     last_event_time: Gauge,
     watermark_time: Gauge,
     watermark_lag: Gauge,
@@ -77,6 +82,13 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
     register(registry, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        registry,
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -119,6 +131,11 @@ impl Metrics {
             windows_emitted: counter_vec(&r, "downbeat_windows_emitted_total", "Windows closed and emitted.", &["window"]),
             top_song_streams: int_gauge_vec(&r, "downbeat_top_song_streams", "Streams of the song at each leaderboard rank of the latest closed window.", &["window", "rank"]),
             top_song_info: int_gauge_vec(&r, "downbeat_top_song_info", "Artist and song at each leaderboard rank of the latest closed window (value 1).", &["window", "rank", "artist", "song"]),
+            trending_ratio: gauge_vec(&r, "downbeat_trending_song_ratio", "Songs rising abnormally in the latest closed tumbling window, by rank: streams over the song's own exponentially weighted baseline.", &["rank", "artist", "song"]),
+            trending_streams: int_gauge_vec(&r, "downbeat_trending_song_streams", "Streams in the latest closed tumbling window of each trending song.", &["rank", "artist", "song"]),
+            trending_baseline: gauge_vec(&r, "downbeat_trending_song_baseline_streams", "Expected streams per tumbling window of each trending song, from its past windows.", &["rank", "artist", "song"]),
+            streams_baseline: gauge_vec(&r, "downbeat_streams_baseline", "Expected streams per window from past windows (exponentially weighted), for the latest closed tumbling window.", &["window"]),
+            streams_baseline_ratio: gauge_vec(&r, "downbeat_streams_baseline_ratio", "Streams in the latest closed tumbling window over their exponentially weighted baseline.", &["window"]),
             last_event_time: gauge(&r, "downbeat_last_event_timestamp_seconds", "Largest event time seen, epoch seconds."),
             watermark_time: gauge(&r, "downbeat_watermark_timestamp_seconds", "Current event-time watermark, epoch seconds."),
             watermark_lag: gauge(&r, "downbeat_watermark_lag_seconds", "Wall clock minus the watermark."),
@@ -297,6 +314,35 @@ impl Metrics {
                     .with_label_values(&[window, &rank, &entry.artist, &entry.song])
                     .set(1);
             }
+        }
+    }
+
+    /// The trend detector scored a window: replace the trending series
+    /// (at most K, rank-labelled) and set the total's baseline gauges.
+    pub fn on_trending(&self, window_label: &str, trending: &Trending) {
+        self.trending_ratio.reset();
+        self.trending_streams.reset();
+        self.trending_baseline.reset();
+        for song in &trending.songs {
+            let rank = song.rank.to_string();
+            let labels = [rank.as_str(), &song.artist, &song.song];
+            self.trending_ratio
+                .with_label_values(&labels)
+                .set(song.ratio);
+            self.trending_streams
+                .with_label_values(&labels)
+                .set(song.streams as i64);
+            self.trending_baseline
+                .with_label_values(&labels)
+                .set(song.baseline_streams);
+        }
+        if let (Some(baseline), Some(ratio)) = (trending.baseline_streams, trending.total_ratio) {
+            self.streams_baseline
+                .with_label_values(&[window_label])
+                .set(baseline);
+            self.streams_baseline_ratio
+                .with_label_values(&[window_label])
+                .set(ratio);
         }
     }
 

@@ -448,6 +448,11 @@ impl Pipeline {
         self.close_started.take()
     }
 
+    /// The trend detector's answer for the latest tumbling window, once.
+    pub fn take_trending(&mut self) -> Option<downbeat_operators::Trending> {
+        self.aggregator.take_trending()
+    }
+
     /// Publish counters and freshness gauges.
     pub fn sync_metrics(&mut self, metrics: &Metrics, now_ms: i64) {
         self.ingest.flush();

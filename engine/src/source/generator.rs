@@ -17,6 +17,7 @@
 //! assert_eq!(event["auth"], "Logged In");
 //! ```
 
+use super::spike::{Spike, SpikeConfig, SpikeError};
 use std::collections::HashSet;
 
 /// Settings of the built-in event generator.
@@ -42,6 +43,8 @@ pub struct GeneratorConfig {
     /// Share of events that are not NextSong (Home, Thumbs Up, Add to Playlist, Logout, ...),
     /// 0 to 1. Default 0.15.
     pub non_stream_ratio: f64,
+    /// An injected spike of one song (`[generator.spike]`); none by default.
+    pub spike: Option<SpikeConfig>,
 }
 
 impl Default for GeneratorConfig {
@@ -53,6 +56,7 @@ impl Default for GeneratorConfig {
             songs: 10_000,
             song_zipf_exponent: 1.1,
             non_stream_ratio: 0.15,
+            spike: None,
         }
     }
 }
@@ -87,6 +91,9 @@ pub enum GeneratorConfigError {
     /// `non_stream_ratio` is not a share between 0 and 1: use e.g. 0.15.
     #[error("generator setting `non_stream_ratio` must be between 0 and 1, got {0}")]
     NonStreamRatio(f64),
+    /// The `[generator.spike]` section is wrong: see the message.
+    #[error(transparent)]
+    Spike(#[from] SpikeError),
 }
 
 impl GeneratorConfig {
@@ -106,6 +113,9 @@ impl GeneratorConfig {
         }
         if !(0.0..=1.0).contains(&self.non_stream_ratio) {
             return Err(GeneratorConfigError::NonStreamRatio(self.non_stream_ratio));
+        }
+        if let Some(spike) = &self.spike {
+            spike.validate()?;
         }
         Ok(())
     }
@@ -147,6 +157,8 @@ pub struct Generator {
     next_session_id: u64,
     /// The first `ts_ms` seen: registrations are counted back from it.
     anchor_ms: Option<i64>,
+    /// The injected spike, if any.
+    spike: Option<Spike>,
 }
 
 /// One song of the catalogue.
@@ -763,6 +775,15 @@ impl Generator {
         let (artists, songs) = build_catalogue(config);
         let zipf_cdf = zipf_cdf(songs.len(), config.song_zipf_exponent);
         let users = build_users(config);
+        let spike = match &config.spike {
+            Some(spike) => Some(Spike::resolve(spike, |title| {
+                songs
+                    .iter()
+                    .find(|song| &*song.title == title)
+                    .map(|song| &*artists[song.artist as usize])
+            })?),
+            None => None,
+        };
 
         let mut page_fragments = Vec::with_capacity(PAGES.len() * 2);
         for page in PAGES {
@@ -812,13 +833,27 @@ impl Generator {
             ),
             next_session_id: 1,
             anchor_ms: None,
+            spike,
         })
     }
 
     /// Appends one EventSim classic JSON line (no trailing newline) for an event at `ts_ms`
     /// to `out`: a NextSong of a Zipf-chosen song, or with probability `non_stream_ratio`
     /// another page of the session (Home, Thumbs Up, Logout, ...).
+    /// During an injected spike, the event is instead a play of the spike's
+    /// song with probability `share`.
     pub fn write_event(&mut self, ts_ms: i64, out: &mut Vec<u8>) {
+        if let Some(spike) = self.spike.take() {
+            let first_ms = *self.anchor_ms.get_or_insert(ts_ms);
+            let injected = spike.covers(ts_ms, first_ms) && self.rng.unit() < spike.share;
+            if injected {
+                self.write_stream_of(ts_ms, &spike.artist, &spike.song, out);
+            }
+            self.spike = Some(spike);
+            if injected {
+                return;
+            }
+        }
         let user = self.rng.below(self.users.len() as u64) as usize;
         if self.rng.unit() >= self.non_stream_ratio {
             let song = self.draw_song();

@@ -2,3 +2,4 @@
 
 pub mod generator;
 pub mod lines;
+pub mod spike;
