@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod output;
+pub mod page;
 pub mod pipeline;
 pub mod process;
 pub mod replay;

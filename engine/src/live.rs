@@ -52,7 +52,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let listener = runtime.block_on(http::bind(addr))?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/windows/latest");
+    tracing::info!(%addr, "serving the live page at /, /metrics, /healthz, /readyz and /api/v1/*");
     runtime.spawn(http::serve(listener, Arc::clone(&state)));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,11 +153,25 @@ fn publish(
                 tracing::error!(%error, "cannot write window results");
             }
         }
-        state.latest.insert(window.window, json);
+        state.publish_window(window.window, json);
     }
+    publish_trending(pipeline, state);
     if let Some(started) = pipeline.take_close_started() {
         state.metrics.record_close_latency(started.elapsed());
     }
+}
+
+/// A tumbling window was scored for trending songs: to the metrics and
+/// `/api/v1/trending`.
+pub(crate) fn publish_trending(pipeline: &mut Pipeline, state: &ServerState) {
+    let Some(trending) = pipeline.take_trending() else {
+        return;
+    };
+    state
+        .metrics
+        .on_trending(&pipeline.window_label("tumbling"), &trending);
+    let json = serde_json::to_string(&trending).expect("trending serializes");
+    *state.trending.write().unwrap_or_else(|e| e.into_inner()) = json;
 }
 
 fn start_source(

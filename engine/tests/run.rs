@@ -4,47 +4,18 @@
 
 mod common;
 
-use common::{free_port, get, request};
+use common::{get, request};
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Kills the engine when the test ends, pass or fail.
-struct Engine {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Engine = common::RunningEngine;
 
 fn start(args: &[&str]) -> Engine {
-    let port = free_port();
-    let child = common::downbeat()
-        .arg("run")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let engine = Engine { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = get(engine.port, "/healthz") {
-            return engine;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("downbeat run did not answer /healthz within 20 s");
+    common::start_run(args)
 }
 
 type Sample = (String, BTreeMap<String, String>, f64);

@@ -245,8 +245,9 @@ impl Engine {
                     tracing::error!(%error, "cannot write window results");
                 }
             }
-            self.server.latest.insert(window.window, json);
+            self.server.publish_window(window.window, json);
         }
+        crate::live::publish_trending(&mut self.pipeline, &self.server);
         if let Some(sink) = self.emit.as_mut() {
             if let Err(error) = sink.flush(false) {
                 tracing::error!(%error, "cannot write window results");
@@ -594,7 +595,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let listener = runtime.block_on(http::bind(addr))?;
-    tracing::info!(%addr, brokers = %config.kafka.brokers, topic = %config.kafka.topic, group = %config.kafka.group, replica, "consuming from kafka; serving /metrics, /healthz, /readyz, /api/v1/windows/latest");
+    tracing::info!(%addr, brokers = %config.kafka.brokers, topic = %config.kafka.topic, group = %config.kafka.group, replica, "consuming from kafka; serving the live page at /, /metrics, /healthz, /readyz and /api/v1/*");
     runtime.spawn(http::serve(listener, Arc::clone(&server)));
     let stop = Arc::new(AtomicBool::new(false));
     let shutdown = Arc::clone(&stop);

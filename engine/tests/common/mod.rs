@@ -4,10 +4,51 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// A child process killed and reaped when dropped, so a failing test leaves
+/// nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `downbeat run` on a free loopback port; killed when dropped.
+pub struct RunningEngine {
+    _child: KillOnDrop,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+/// `downbeat run --listen 127.0.0.1:<free port> ARGS`, once it answers /healthz.
+pub fn start_run(args: &[&str]) -> RunningEngine {
+    let port = free_port();
+    let child = downbeat()
+        .arg("run")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let engine = RunningEngine {
+        _child: KillOnDrop(child),
+        port,
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "downbeat run to answer /healthz",
+        || matches!(get(port, "/healthz"), Ok((200, _))),
+    );
+    engine
+}
 
 /// The `downbeat` binary under test.
 pub fn downbeat() -> Command {

@@ -1,0 +1,321 @@
+// downbeat live page: polls this engine's JSON API and redraws in place.
+// Every string from the API goes through textContent or an SVG attribute,
+// never through HTML parsing: song and artist names are user data.
+"use strict";
+
+(() => {
+  const POLL_MS = 2500;
+  const TIMEOUT_MS = 2000;
+  const TREND_SLOTS = 60;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const number = new Intl.NumberFormat();
+  const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+  const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+  const $ = (id) => document.getElementById(id);
+
+  const seen = {
+    stats: null, // the previous /api/v1/stats, for events/s
+    historyEnd: undefined, // end_ms of the tumbling window the history was fetched for
+    lastOk: null, // Date of the last complete refresh
+    failingSince: null, // Date of the first failure in a row
+  };
+
+  // ---- small helpers -------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function svg(tag, attributes, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function setText(id, text) {
+    const node = $(id);
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+  const count = (v) => (isNumber(v) ? number.format(v) : "–");
+  const str = (v) => (typeof v === "string" ? v : v == null ? "" : String(v));
+
+  function sameDay(a, b) {
+    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+  }
+
+  function clock(ms, withSeconds) {
+    const options = { hour: "2-digit", minute: "2-digit" };
+    if (withSeconds) options.second = "2-digit";
+    return new Date(ms).toLocaleTimeString([], options);
+  }
+
+  // "" today, else "Nov 14, 2023 · ".
+  function day(ms) {
+    const date = new Date(ms);
+    if (sameDay(date, new Date())) return "";
+    return date.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" }) + " · ";
+  }
+
+  // "14:02–14:12", after the date when it is not today.
+  function range(window) {
+    if (!window || !isNumber(window.start_ms) || !isNumber(window.end_ms)) return "";
+    return day(window.start_ms) + clock(window.start_ms) + "–" + clock(window.end_ms);
+  }
+
+  async function getJson(path) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      const response = await fetch(path, { cache: "no-store", signal: controller.signal, headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(path + " answered HTTP " + response.status);
+      return await response.json();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Make `list` hold `n` children built by `make`, reusing the ones it has.
+  function resize(list, n, make) {
+    while (list.children.length > n) list.lastElementChild.remove();
+    while (list.children.length < n) list.append(make());
+  }
+
+  // ---- KPI cards -----------------------------------------------------------
+
+  function eventsPerSecond(stats) {
+    const before = seen.stats;
+    seen.stats = stats;
+    if (!before || !isNumber(stats.time_ms) || !isNumber(before.time_ms)) return null;
+    const seconds = (stats.time_ms - before.time_ms) / 1000;
+    const events = stats.events_total - before.events_total;
+    if (!(seconds > 0.5) || !(events >= 0)) return null;
+    return events / seconds;
+  }
+
+  function renderKpis(latest, stats, rate) {
+    const { tumbling, sliding } = latest;
+    setText("kpi-streams-10m", sliding ? count(sliding.streams) : "–");
+    setText("kpi-streams-10m-sub", sliding ? range(sliding) : "waiting for a window");
+    setText("kpi-users-1m", tumbling ? count(tumbling.active_users) : "–");
+    setText("kpi-users-1m-sub", tumbling ? range(tumbling) : "waiting for a window");
+    setText("kpi-users-10m", sliding ? count(sliding.active_users) : "–");
+
+    const top = sliding && Array.isArray(sliding.top_songs) ? sliding.top_songs[0] : null;
+    setText("kpi-top-song", top ? str(top.song) : "–");
+    setText("kpi-top-song-sub", top ? str(top.artist) + " · " + count(top.streams) + " streams" : "waiting for a window");
+    $("kpi-top-song").title = top ? str(top.song) + " — " + str(top.artist) : "";
+
+    setText("kpi-events-rate", rate === null ? "–" : rate < 100 ? decimal.format(rate) : number.format(Math.round(rate)));
+    setText("kpi-events-total", count(stats.events_total) + " read since start");
+    setText("kpi-late", count(stats.late_total));
+    setText("kpi-rejected", count(stats.rejected_total));
+    $("kpi-late").classList.toggle("bad", stats.late_total > 0);
+    $("kpi-rejected").classList.toggle("bad", stats.rejected_total > 0);
+
+    const reasons = Object.entries(stats.rejected_by_reason || {})
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1])
+      .map(([reason, n]) => reason + " " + number.format(n));
+    setText("kpi-rejected-sub", reasons.length ? reasons.join(", ") : "none since start");
+  }
+
+  // ---- leaderboard ---------------------------------------------------------
+
+  function leaderboardRow() {
+    const row = el("li");
+    const who = el("div", "who");
+    who.append(el("span", "song"), el("span", "artist"));
+    const bar = el("div", "bar");
+    bar.append(el("span"));
+    row.append(el("span", "rank"), who, el("span", "count"), bar);
+    return row;
+  }
+
+  function renderLeaderboard(sliding) {
+    const songs = sliding && Array.isArray(sliding.top_songs) ? sliding.top_songs : [];
+    const list = $("leaderboard");
+    resize(list, songs.length, leaderboardRow);
+    const most = songs.reduce((m, s) => Math.max(m, isNumber(s.streams) ? s.streams : 0), 0) || 1;
+    songs.forEach((s, i) => {
+      const row = list.children[i];
+      row.querySelector(".rank").textContent = String(i + 1);
+      row.querySelector(".song").textContent = str(s.song);
+      row.querySelector(".artist").textContent = str(s.artist) || "unknown artist";
+      row.querySelector(".count").textContent = count(s.streams);
+      row.title = str(s.song) + " — " + str(s.artist);
+      row.querySelector(".bar > span").style.width = ((100 * (s.streams || 0)) / most).toFixed(1) + "%";
+    });
+    $("leaderboard-empty").hidden = songs.length > 0;
+    setText("leaderboard-window", sliding ? range(sliding) : "");
+    const title = songs.length > 0 ? "Top " + songs.length + " songs, last 10 minutes" : "Top songs, last 10 minutes";
+    setText("leaderboard-title", title);
+  }
+
+  // ---- per-minute trend ----------------------------------------------------
+
+  function renderTrend(history) {
+    const chart = $("trend");
+    const W = 640, H = 220, left = 46, right = 8, top = 10, bottom = 26;
+    const plotW = W - left - right, plotH = H - top - bottom;
+    const windows = history.filter((w) => w && isNumber(w.end_ms) && isNumber(w.start_ms));
+    const nodes = [];
+    if (windows.length === 0) {
+      nodes.push(svg("line", { class: "grid", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH }));
+      nodes.push(svg("text", { class: "none", x: left + plotW / 2, y: top + plotH / 2, "text-anchor": "middle" }, "No minute has closed yet"));
+      chart.replaceChildren(...nodes);
+      setText("trend-range", "");
+      return;
+    }
+    const last = windows[windows.length - 1];
+    const width = last.end_ms - last.start_ms || 60000;
+    const firstEnd = last.end_ms - (TREND_SLOTS - 1) * width;
+    const slots = new Array(TREND_SLOTS).fill(null);
+    for (const w of windows) {
+      const i = Math.round((w.end_ms - firstEnd) / width);
+      if (i >= 0 && i < TREND_SLOTS) slots[i] = w;
+    }
+    const max = Math.max(1, ...slots.map((w) => (w && isNumber(w.streams) ? w.streams : 0)));
+    const step = niceStep(max / 4);
+    const yMax = Math.ceil(max / step) * step;
+    const y = (v) => top + plotH - (plotH * v) / yMax;
+
+    for (let v = 0; v <= yMax + step / 2; v += step) {
+      nodes.push(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
+      nodes.push(svg("text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" }, compact.format(v)));
+    }
+    const slotW = plotW / TREND_SLOTS;
+    const barW = Math.max(1, slotW - 2);
+    slots.forEach((w, i) => {
+      if (!w || !(w.streams > 0)) return;
+      const x = left + i * slotW + (slotW - barW) / 2;
+      const bar = svg("rect", { class: i === TREND_SLOTS - 1 ? "col last" : "col", x: x.toFixed(2), y: y(w.streams).toFixed(2), width: barW.toFixed(2), height: (top + plotH - y(w.streams)).toFixed(2), rx: 1.5 });
+      bar.setAttribute("data-streams", String(w.streams));
+      bar.append(svg("title", {}, range(w) + ": " + count(w.streams) + " streams, " + count(w.active_users) + " active users"));
+      nodes.push(bar);
+    });
+    // Time labels on slot boundaries: the hour's start, its middle, its end.
+    for (const [i, anchor] of [[0, "start"], [TREND_SLOTS / 2, "middle"], [TREND_SLOTS, "end"]]) {
+      const at = firstEnd + (i - 1) * width;
+      nodes.push(svg("text", { class: "axis", x: left + i * slotW, y: H - 6, "text-anchor": anchor }, clock(at)));
+    }
+    chart.replaceChildren(...nodes);
+    const closed = slots.filter((w) => w !== null).length;
+    setText("trend-range", day(last.start_ms) + closed + " of " + TREND_SLOTS + " minutes with streams");
+  }
+
+  function niceStep(raw) {
+    if (!(raw > 0)) return 1;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (raw <= m * power) return Math.max(1, m * power);
+    return 10 * power;
+  }
+
+  // ---- trending ------------------------------------------------------------
+
+  function trendingRow() {
+    const row = el("li");
+    const who = el("div", "who");
+    who.append(el("span", "song"), el("span", "artist"));
+    const ratio = el("span", "ratio");
+    ratio.append(el("span", "x"), el("small"));
+    row.append(el("span", "rank"), who, ratio);
+    return row;
+  }
+
+  function renderTrending(doc) {
+    const songs = doc && Array.isArray(doc.songs) ? doc.songs : [];
+    const list = $("trending");
+    resize(list, songs.length, trendingRow);
+    songs.forEach((s, i) => {
+      const row = list.children[i];
+      row.querySelector(".rank").textContent = String(isNumber(s.rank) ? s.rank : i + 1);
+      row.querySelector(".song").textContent = str(s.song);
+      row.querySelector(".artist").textContent = str(s.artist) || "unknown artist";
+      row.querySelector(".ratio .x").textContent = isNumber(s.ratio) ? "×" + decimal.format(s.ratio) : "new";
+      row.querySelector(".ratio small").textContent =
+        count(s.streams) + " vs " + (isNumber(s.baseline_streams) ? decimal.format(s.baseline_streams) : "–") + " usual";
+    });
+    $("trending-empty").hidden = songs.length > 0;
+    setText(
+      "trending-empty",
+      !doc || !isNumber(doc.window_end_ms)
+        ? "Nothing is trending yet."
+        : doc.warming_up === true
+          ? "Warming up: learning what is usual for each song before calling anything a trend."
+          : "Nothing is trending: every song plays about as usual."
+    );
+    const parts = [];
+    if (doc && isNumber(doc.total_ratio)) parts.push("all streams ×" + decimal.format(doc.total_ratio) + " usual");
+    if (doc && isNumber(doc.window_end_ms)) parts.push("until " + clock(doc.window_end_ms));
+    setText("trending-sub", parts.join(" · "));
+  }
+
+  // ---- status and the poll loop ----------------------------------------------
+
+  function setStatus(state, text) {
+    $("status").dataset.state = state;
+    setText("status", text);
+    document.body.classList.toggle("stale", state === "offline");
+  }
+
+  async function refresh() {
+    const [latest, stats, trending] = await Promise.all([
+      getJson("/api/v1/windows/latest"),
+      getJson("/api/v1/stats"),
+      getJson("/api/v1/trending"),
+    ]);
+    const tumblingEnd = latest.tumbling ? latest.tumbling.end_ms : null;
+    let history = null;
+    if (tumblingEnd !== seen.historyEnd) {
+      history = await getJson("/api/v1/windows/history");
+    }
+    renderKpis(latest, stats, eventsPerSecond(stats));
+    renderLeaderboard(latest.sliding);
+    if (history !== null) {
+      renderTrend(Array.isArray(history) ? history : []);
+      seen.historyEnd = tumblingEnd;
+    }
+    renderTrending(trending);
+
+    seen.lastOk = new Date();
+    seen.failingSince = null;
+    const updated = $("updated");
+    updated.dateTime = seen.lastOk.toISOString();
+    setText("updated", clock(seen.lastOk.getTime(), true));
+    if (latest.tumbling || latest.sliding) setStatus("live", "Live");
+    else setStatus("waiting", "Live · waiting for the first window to close");
+  }
+
+  function offline(error) {
+    if (!seen.failingSince) seen.failingSince = new Date();
+    const since = clock(seen.failingSince.getTime(), true);
+    const text = seen.lastOk
+      ? "Engine not answering since " + since + " · showing the last data"
+      : "Engine not answering (since " + since + ")";
+    setStatus("offline", text);
+    $("status").title = error && error.message ? error.message : String(error);
+  }
+
+  let polls = 0;
+
+  async function poll() {
+    try {
+      await refresh();
+      $("status").title = "";
+    } catch (error) {
+      offline(error);
+    } finally {
+      // The second reading comes sooner, for a first events/s.
+      setTimeout(poll, ++polls === 1 ? 1000 : POLL_MS);
+    }
+  }
+
+  poll();
+})();

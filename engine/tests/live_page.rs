@@ -1,0 +1,587 @@
+//! The live page at `/` in headless Chromium, driven over WebDriver by
+//! chromedriver (Debian's `chromium` and `chromium-driver`, which `.ci/run`
+//! installs): it loads without any external resource, shows the top songs of a
+//! known input with their titles escaped, updates in place when the
+//! leaderboard changes, and says so when the engine stops answering.
+
+mod common;
+
+use common::free_port;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long the page may take to show a change (it polls every 2.5 s).
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A minute-aligned epoch time (2023-11-14) for the crafted events.
+const T0: i64 = 1_700_000_040_000;
+const MINUTE: i64 = 60_000;
+
+/// `name` on `PATH`, or the file named by the environment variable `env`;
+/// panics with what to install (the test must not skip silently).
+fn program(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found on PATH (nor ${env} set): the live-page test needs headless \
+                 Chromium and chromedriver: `apt-get install -y chromium chromium-driver` \
+                 (.ci/run installs them)"
+            )
+        })
+}
+
+/// One raw HTTP/1.1 exchange: (status, headers, body). Reads a
+/// `Content-Length` body, a chunked body, or up to the end of the connection.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String, String) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 65536];
+    let (head_end, head) = loop {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(
+            n > 0,
+            "{method} {path}: connection closed before the headers"
+        );
+        raw.extend_from_slice(&buffer[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (
+                i + 4,
+                String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase(),
+            );
+        }
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let length: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
+    let chunked = header("transfer-encoding") == Some("chunked");
+    let mut rest = raw.split_off(head_end);
+    loop {
+        if length.is_some_and(|l| rest.len() >= l) || (chunked && rest.ends_with(b"0\r\n\r\n")) {
+            break;
+        }
+        let n = stream.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&buffer[..n]);
+    }
+    if chunked {
+        let mut body = Vec::new();
+        let mut at = 0;
+        while let Some(eol) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&rest[at..at + eol]).unwrap();
+            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            at += eol + 2;
+            body.extend_from_slice(&rest[at..at + size]);
+            at += size + 2;
+        }
+        rest = body;
+    }
+    (status, head, String::from_utf8(rest).unwrap())
+}
+
+/// `downbeat run --input -`, stdin kept open; killed on drop.
+struct Engine {
+    _child: common::KillOnDrop,
+    stdin: ChildStdin,
+    port: u16,
+}
+
+impl Engine {
+    fn start() -> Self {
+        let port = free_port();
+        let mut child = common::downbeat()
+            .arg("run")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--input", "-"])
+            // Windows close by event time only: never by the idle wall clock,
+            // which would make the later (historical) events late.
+            .args(["--idle-timeout-ms", "3600000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let engine = Self {
+            _child: common::KillOnDrop(child),
+            stdin,
+            port,
+        };
+        common::wait_until(Duration::from_secs(20), "/healthz", || {
+            matches!(common::get(port, "/healthz"), Ok((200, _)))
+        });
+        engine
+    }
+
+    fn write(&mut self, lines: &[String]) {
+        for line in lines {
+            self.stdin.write_all(line.as_bytes()).unwrap();
+            self.stdin.write_all(b"\n").unwrap();
+        }
+        self.stdin.flush().unwrap();
+    }
+}
+
+/// chromedriver with one headless Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let chromedriver = program("CHROMEDRIVER", "chromedriver");
+        let chromium = program("CHROMIUM", "chromium");
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Self {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        common::wait_until(Duration::from_secs(20), "chromedriver /status", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/status", None)
+                    .2
+                    .contains("\"ready\":true")
+        });
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    "--window-size=1400,1000",
+                    format!("--user-data-dir={}", browser._profile.path().display()),
+                ],
+            },
+        }}});
+        let (status, _, body) = http(port, "POST", "/session", Some(&capabilities));
+        assert_eq!(status, 200, "new WebDriver session: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        browser.session = answer["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        browser
+    }
+
+    /// A WebDriver command on the session; returns its `value`.
+    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let (status, _, text) = http(self.port, method, &path, body.as_ref());
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()["value"].take()
+    }
+
+    fn open(&self, url: &str) {
+        self.command("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// Run `body` as a function in the page; returns what it returns.
+    fn script(&self, body: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": body, "args": []})),
+        )
+    }
+
+    /// Poll `body` until it returns `true`; on timeout, panic with `what`,
+    /// the page's state and a screenshot.
+    fn wait_for(&self, what: &str, body: &str) {
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        while self.script(body) != json!(true) {
+            if Instant::now() >= deadline {
+                let shot = self.screenshot("live_page-timeout.png");
+                panic!(
+                    "timed out after {PAGE_TIMEOUT:?} waiting for the page to show {what}\n\
+                     page state: {}\nscreenshot: {}",
+                    self.script(PAGE_STATE),
+                    shot.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Save a PNG of the viewport under the target's temporary directory.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = base64_decode(self.command("GET", "/screenshot", None).as_str().unwrap());
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// The browser console since the last call.
+    fn console(&self) -> Vec<Value> {
+        let value = self.command("POST", "/se/log", Some(json!({"type": "browser"})));
+        value.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let path = format!("/session/{}", self.session);
+            let _ = std::panic::catch_unwind(|| http(self.port, "DELETE", &path, None));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// What the page shows, for assertions and failure messages.
+const PAGE_STATE: &str = r##"
+const text = (sel) => { const e = document.querySelector(sel); return e ? e.textContent : null; };
+return {
+  status: document.getElementById("status").dataset.state,
+  statusText: text("#status"),
+  streams10m: text("#kpi-streams-10m"),
+  users1m: text("#kpi-users-1m"),
+  users10m: text("#kpi-users-10m"),
+  topSong: text("#kpi-top-song"),
+  late: text("#kpi-late"),
+  rejected: text("#kpi-rejected"),
+  leaderboard: [...document.querySelectorAll("#leaderboard li")].map((li) => ({
+    song: li.querySelector(".song").textContent,
+    artist: li.querySelector(".artist").textContent,
+    count: li.querySelector(".count").textContent,
+  })),
+  trend: [...document.querySelectorAll("#trend rect.col")].map((r) => Number(r.dataset.streams)),
+  elementsInLeaderboard: document.querySelectorAll("#leaderboard b, #leaderboard img, #leaderboard script").length,
+  pwned: window.pwned === 1,
+  marker: window.downbeatTestMarker || null,
+};
+"##;
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(value)
+        .collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for group in digits.chunks(4) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | (u32::from(d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..group.len()]);
+    }
+    out
+}
+
+/// One EventSim stream.
+fn stream(ts: i64, user: u32, artist: &str, song: &str) -> String {
+    json!({
+        "ts": ts,
+        "userId": user.to_string(),
+        "page": "NextSong",
+        "artist": artist,
+        "song": song,
+        "level": "paid",
+        "location": "Austin, TX",
+        "length": 200.5,
+    })
+    .to_string()
+}
+
+/// Crafted streams, and the users of each minute (the oracle for active users).
+struct Input {
+    next_user: u32,
+    users_by_minute: Vec<HashSet<u32>>,
+}
+
+impl Input {
+    fn new() -> Self {
+        Self {
+            next_user: 0,
+            users_by_minute: vec![HashSet::new(); 16],
+        }
+    }
+
+    /// `count` streams of one song in minute `minute`, 11 s into it (so the
+    /// first stream of a minute moves the watermark past the minute's start),
+    /// each by the next of 13 users.
+    fn streams(&mut self, minute: i64, artist: &str, song: &str, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                let user = self.next_user % 13;
+                self.next_user += 1;
+                self.users_by_minute[minute as usize].insert(user);
+                stream(
+                    T0 + minute * MINUTE + 11_000 + i as i64 * 100,
+                    user,
+                    artist,
+                    song,
+                )
+            })
+            .collect()
+    }
+
+    /// Distinct users over minutes `from..to`.
+    fn users(&self, from: usize, to: usize) -> usize {
+        self.users_by_minute[from..to]
+            .iter()
+            .flatten()
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}
+
+const BOLD: &str = "<b>Bold</b> & \"Quotes\"";
+const EVIL_ARTIST: &str = "Ärtist <img src=x onerror=\"window.pwned=1\">";
+
+#[test]
+fn live_page_shows_the_leaderboard_and_updates_in_place() {
+    let started = Instant::now();
+    let mut engine = Engine::start();
+    let browser = Browser::start();
+    let origin = format!("http://127.0.0.1:{}", engine.port);
+
+    // The page and its assets forbid anything from elsewhere.
+    let (status, head, html) = http(engine.port, "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self';"),
+        "{head}"
+    );
+    assert!(html.contains("/assets/app.js"));
+    for asset in ["/assets/app.js", "/assets/app.css", "/assets/icon.svg"] {
+        let (status, head, _) = http(engine.port, "GET", asset, None);
+        assert_eq!(status, 200, "{asset}");
+        assert!(head.contains("content-security-policy:"), "{asset}: {head}");
+    }
+
+    // Before any window: the page loads and waits.
+    browser.open(&format!("{origin}/"));
+    browser.script("window.downbeatTestMarker = 42; return true;");
+    browser.wait_for(
+        "that it waits for the first window",
+        r##"return document.getElementById("status").dataset.state === "waiting"
+            && !document.getElementById("leaderboard-empty").hidden;"##,
+    );
+
+    // Minutes 0..2: Alpha 5 a minute, BOLD 3, Gamma 1; a refused line; then a
+    // stream in minute 4 moves the watermark past minute 4's start, closing
+    // the tumbling windows of minutes 0..2 and the sliding window ending there.
+    let mut input = Input::new();
+    let mut lines = Vec::new();
+    for minute in 0..3 {
+        lines.extend(input.streams(minute, "The Testers", "Alpha", 5));
+        lines.extend(input.streams(minute, EVIL_ARTIST, BOLD, 3));
+        lines.extend(input.streams(minute, "C", "Gamma", 1));
+    }
+    lines.push("this is not json".to_owned());
+    lines.extend(input.streams(4, "C", "Gamma", 1));
+    engine.write(&lines);
+
+    browser.wait_for(
+        "Alpha at the top of the leaderboard",
+        r##"const rows = document.querySelectorAll("#leaderboard li");
+           return rows.length === 3 && rows[0].querySelector(".song").textContent === "Alpha";"##,
+    );
+    let first = browser.script(PAGE_STATE);
+    assert_eq!(
+        first["leaderboard"],
+        json!([
+            {"song": "Alpha", "artist": "The Testers", "count": "15"},
+            {"song": BOLD, "artist": EVIL_ARTIST, "count": "9"},
+            {"song": "Gamma", "artist": "C", "count": "3"},
+        ]),
+        "{first}"
+    );
+    assert_eq!(
+        first["elementsInLeaderboard"], 0,
+        "titles are text, not HTML"
+    );
+    assert_eq!(first["pwned"], false);
+    assert_eq!(first["status"], "live", "{first}");
+    assert_eq!(first["streams10m"], "27");
+    assert_eq!(first["topSong"], "Alpha");
+    assert_eq!(first["users10m"], input.users(0, 4).to_string());
+    assert_eq!(first["users1m"], input.users(2, 3).to_string());
+    assert_eq!(
+        first["trend"],
+        json!([9, 9, 9]),
+        "one bar per closed minute"
+    );
+    browser.wait_for(
+        "the refused line",
+        r##"return document.getElementById("kpi-rejected").textContent === "1";"##,
+    );
+    let resources = browser.script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)\
+         .filter((name) => !name.startsWith(location.origin + '/'));",
+    );
+    assert_eq!(resources, json!([]), "nothing loaded from elsewhere");
+    let errors: Vec<Value> = browser
+        .console()
+        .into_iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let shot = browser.screenshot("live_page-1.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    // Minutes 5..6: Delta 12 a minute overtakes Alpha; one late stream for
+    // minute 0; a stream in minute 8 closes the windows ending at minute 8.
+    let mut lines = Vec::new();
+    for minute in 5..7 {
+        lines.extend(input.streams(minute, "New Act", "Delta", 12));
+    }
+    lines.push(stream(T0 + 30_000, 99, "The Testers", "Alpha")); // late
+    lines.extend(input.streams(8, "C", "Gamma", 1));
+    engine.write(&lines);
+
+    browser.wait_for(
+        "Delta at the top of the leaderboard, without a reload",
+        r##"const row = document.querySelector("#leaderboard li");
+           return row !== null && row.querySelector(".song").textContent === "Delta";"##,
+    );
+    browser.wait_for(
+        "the late stream",
+        r##"return document.getElementById("kpi-late").textContent === "1";"##,
+    );
+    let second = browser.script(PAGE_STATE);
+    assert_eq!(second["marker"], 42, "the page was not reloaded");
+    assert_eq!(
+        second["leaderboard"],
+        json!([
+            {"song": "Delta", "artist": "New Act", "count": "24"},
+            {"song": "Alpha", "artist": "The Testers", "count": "15"},
+            {"song": BOLD, "artist": EVIL_ARTIST, "count": "9"},
+            {"song": "Gamma", "artist": "C", "count": "4"},
+        ]),
+        "{second}"
+    );
+    assert_eq!(second["streams10m"], "52");
+    assert_eq!(second["topSong"], "Delta");
+    assert_eq!(second["users1m"], input.users(6, 7).to_string());
+    assert_eq!(second["users10m"], input.users(0, 8).to_string());
+    assert_eq!(second["trend"], json!([9, 9, 9, 1, 12, 12]), "{second}");
+
+    // The API behind it.
+    let (status, head, history) = http(engine.port, "GET", "/api/v1/windows/history", None);
+    assert_eq!(status, 200);
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    let history: Vec<Value> = serde_json::from_str(&history).unwrap();
+    let minutes: Vec<(i64, i64)> = history
+        .iter()
+        .map(|w| {
+            assert_eq!(w["window"], "tumbling");
+            (
+                (w["start_ms"].as_i64().unwrap() - T0) / MINUTE,
+                w["streams"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(minutes, [(0, 9), (1, 9), (2, 9), (4, 1), (5, 12), (6, 12)]);
+    let stats: Value =
+        serde_json::from_str(&common::get(engine.port, "/api/v1/stats").unwrap().1).unwrap();
+    assert_eq!(stats["events_total"], 55, "{stats}");
+    assert_eq!(stats["streams_total"], 53, "{stats}");
+    assert_eq!(stats["late_total"], 1, "{stats}");
+    assert_eq!(stats["rejected_total"], 1, "{stats}");
+    assert_eq!(stats["rejected_by_reason"]["invalid_json"], 1, "{stats}");
+    assert_eq!(
+        stats["watermark_timestamp_seconds"],
+        json!((T0 + 8 * MINUTE + 11_000 - 10_000) as f64 / 1000.0),
+        "{stats}"
+    );
+    let (status, _, trending) = http(engine.port, "GET", "/api/v1/trending", None);
+    assert_eq!(status, 200);
+    let trending: Value = serde_json::from_str(&trending).unwrap();
+    assert!(trending["songs"].is_array(), "{trending}");
+
+    let shot = browser.screenshot("live_page-2.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    // The engine stops: the page says so and keeps the last data.
+    drop(engine);
+    browser.wait_for(
+        "that the engine does not answer",
+        r##"return document.getElementById("status").dataset.state === "offline";"##,
+    );
+    let offline = browser.script(PAGE_STATE);
+    assert!(
+        offline["statusText"]
+            .as_str()
+            .unwrap()
+            .contains("not answering"),
+        "{offline}"
+    );
+    assert_eq!(offline["leaderboard"], second["leaderboard"]);
+    assert_eq!(offline["trend"], second["trend"]);
+    browser.screenshot("live_page-offline.png");
+    eprintln!("live page test took {:?}", started.elapsed());
+}
