@@ -342,7 +342,12 @@ impl WindowAggregator {
                     let songs = state.song_counts().filter_map(|(id, streams)| {
                         let (artist, song) = self.catalog.names(id)?;
                         let key = self.catalog.hash(id)?;
-                        Some(SongStreams { key, artist, song, streams })
+                        Some(SongStreams {
+                            key,
+                            artist,
+                            song,
+                            streams,
+                        })
                     });
                     if let Some(scored) = detector.observe(end_ms, state.streams(), songs) {
                         trending = Some(scored);

@@ -50,5 +50,7 @@ pub use operator::Operator;
 pub use pane::Pane;
 pub use result::{SongCount, WindowResult};
 pub use top_k::top_k;
-pub use trending::{SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong};
+pub use trending::{
+    SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,
+};
 pub use window::{bucket_start, WindowError, WindowKind, WindowSpec};

@@ -366,7 +366,10 @@ mod tests {
 
     /// From scratch: the bias-corrected EWMA of every song over all windows
     /// since the first non-empty one, as an explicit weighted sum.
-    fn oracle(config: &TrendingConfig, windows: &[BTreeMap<u8, u64>]) -> Vec<Option<Vec<(String, u64)>>> {
+    fn oracle(
+        config: &TrendingConfig,
+        windows: &[BTreeMap<u8, u64>],
+    ) -> Vec<Option<Vec<(String, u64)>>> {
         let decay = 0.5f64.powf(1.0 / config.half_life_windows);
         let first = windows.iter().position(|w| w.values().sum::<u64>() > 0);
         (0..windows.len())
@@ -383,22 +386,30 @@ mod tests {
                 for (&song, &streams) in &windows[n] {
                     let mut weighted = 0.0;
                     let mut weights = 0.0;
-                    for m in first..n {
+                    for (m, past) in windows.iter().enumerate().take(n).skip(first) {
                         let w = (1.0 - decay) * decay.powi((n - 1 - m) as i32);
-                        weighted += w * *windows[m].get(&song).unwrap_or(&0) as f64;
+                        weighted += w * *past.get(&song).unwrap_or(&0) as f64;
                         weights += w;
                     }
                     let baseline = weighted / weights;
                     let scale = baseline.max(config.baseline_floor_streams);
                     let ratio = streams as f64 / scale;
                     let z = (streams as f64 - baseline) / scale.sqrt();
-                    if streams >= config.min_streams && ratio >= config.min_ratio && z >= config.min_z {
+                    if streams >= config.min_streams
+                        && ratio >= config.min_ratio
+                        && z >= config.min_z
+                    {
                         rising.push((ratio, streams, format!("song {song:03}")));
                     }
                 }
                 rising.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
                 rising.truncate(config.top_k);
-                Some(rising.into_iter().map(|(_, streams, song)| (song, streams)).collect())
+                Some(
+                    rising
+                        .into_iter()
+                        .map(|(_, streams, song)| (song, streams))
+                        .collect(),
+                )
             })
             .collect()
     }
@@ -411,8 +422,8 @@ mod tests {
             half_life_windows: 2.5,
             warmup_windows: 2,
             min_streams: 3,
-            min_ratio: 1.732_050_8,
-            min_z: 1.414_213_5,
+            min_ratio: 1.731_27,
+            min_z: 1.413_71,
             baseline_floor_streams: 1.0,
         }
     }
@@ -439,7 +450,9 @@ mod tests {
     fn steady(minutes: usize, seed: u64) -> Vec<BTreeMap<u8, u64>> {
         let mut state = seed;
         let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as f64 / (1u64 << 31) as f64
         };
         (0..minutes)
@@ -460,7 +473,10 @@ mod tests {
         let config = TrendingConfig::default();
         let mut windows = steady(120, 7);
         let quiet = run(&config, &windows);
-        assert!(quiet.iter().flatten().all(|t| t.songs.is_empty()), "steady traffic trended");
+        assert!(
+            quiet.iter().flatten().all(|t| t.songs.is_empty()),
+            "steady traffic trended"
+        );
         // Song 150 (about 1.3 streams per window) goes viral at minute 90.
         for window in &mut windows[90..100] {
             *window.get_mut(&150).unwrap() += 120;
@@ -488,7 +504,10 @@ mod tests {
         let first = out[0].as_ref().unwrap();
         assert!(first.warming_up && first.total_ratio.is_none());
         for t in out.iter().flatten().skip(1) {
-            assert!((t.total_ratio.unwrap() - 1.0).abs() < 1e-9, "bias-corrected baseline");
+            assert!(
+                (t.total_ratio.unwrap() - 1.0).abs() < 1e-9,
+                "bias-corrected baseline"
+            );
             assert!(t.songs.is_empty());
         }
         assert!(!out[5].as_ref().unwrap().warming_up);
@@ -498,10 +517,18 @@ mod tests {
     #[test]
     fn decayed_songs_are_forgotten_and_old_windows_ignored() {
         let mut detector = TrendDetector::new(TrendingConfig::default(), MINUTE).unwrap();
-        let one = |key| SongStreams { key, artist: "a", song: "s", streams: 5 };
+        let one = |key| SongStreams {
+            key,
+            artist: "a",
+            song: "s",
+            streams: 5,
+        };
         detector.observe(MINUTE, 5, [one(1)]).unwrap();
         assert_eq!(detector.tracked_songs(), 1);
-        assert!(detector.observe(MINUTE, 5, [one(1)]).is_none(), "same window twice");
+        assert!(
+            detector.observe(MINUTE, 5, [one(1)]).is_none(),
+            "same window twice"
+        );
         // Days later: song 1 has decayed away at the next sweep.
         detector.observe(MINUTE * 10_000, 5, [one(2)]).unwrap();
         assert_eq!(detector.tracked_songs(), 1);
@@ -509,10 +536,20 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_named() {
-        let bad = TrendingConfig { half_life_windows: 0.0, ..TrendingConfig::default() };
+        let bad = TrendingConfig {
+            half_life_windows: 0.0,
+            ..TrendingConfig::default()
+        };
         assert_eq!(bad.validate(), Err(TrendingError::HalfLife(0.0)));
-        let bad = TrendingConfig { baseline_floor_streams: 0.0, ..TrendingConfig::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("baseline_floor_streams"));
+        let bad = TrendingConfig {
+            baseline_floor_streams: 0.0,
+            ..TrendingConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("baseline_floor_streams"));
         assert!(TrendDetector::new(TrendingConfig::default(), 0).is_err());
     }
 }
