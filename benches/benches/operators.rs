@@ -4,8 +4,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use downbeat::decode::{decode, Decoded, TimeBounds};
 use downbeat::json_scan::scan_object;
 use downbeat_operators::{
-    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, SongCatalog, SongId, Stream,
-    WindowAggregator,
+    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, SongCatalog, SongId,
+    SongStreams, Stream, TrendDetector, TrendingConfig, WindowAggregator,
 };
 
 const LINES: usize = 10_000;
@@ -125,5 +125,38 @@ fn bench_aggregate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_aggregate);
+/// The trend detector on a window of 20,000 songs (Zipf-like counts), after
+/// an hour of the same: the per-minute cost of scoring a tumbling window.
+fn bench_trending(c: &mut Criterion) {
+    const SONGS: u64 = 20_000;
+    let names: Vec<String> = (0..SONGS).map(|i| format!("song {i}")).collect();
+    let window: Vec<SongStreams> = (0..SONGS)
+        .map(|i| SongStreams {
+            key: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            artist: "artist",
+            song: &names[i as usize],
+            streams: 20_000 / (i + 1) + (i * 7919) % 3,
+        })
+        .collect();
+    let total: u64 = window.iter().map(|s| s.streams).sum();
+    let mut detector = TrendDetector::new(TrendingConfig::default(), 60_000).unwrap();
+    let mut end_ms = 60_000;
+    for _ in 0..60 {
+        detector.observe(end_ms, total, window.iter().copied());
+        end_ms += 60_000;
+    }
+    let mut group = c.benchmark_group("trending");
+    group.throughput(Throughput::Elements(SONGS));
+    group.bench_function("observe_window_of_20k_songs", |b| {
+        b.iter(|| {
+            end_ms += 60_000;
+            detector
+                .observe(end_ms, total, window.iter().copied())
+                .map(|t| t.songs.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_aggregate, bench_trending);
 criterion_main!(benches);
