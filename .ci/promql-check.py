@@ -288,9 +288,18 @@ def run_check(binary, work, processes):
         elif not result:
             failures.append(f"{where}: {expr!r}: no data")
     for name, text in variables:
-        inner = re.match(r"label_values\((.*),\s*\w+\)\s*$", text.strip())
-        metric = inner.group(1) if inner else text
-        names_read |= metric_names(substitute(metric), recorded)
+        # label_values(SELECTOR, LABEL) is Grafana's: run it as the PromQL
+        # it stands for, and the variable must offer at least one value.
+        inner = re.match(r"label_values\((.*),\s*(\w+)\)\s*$", text.strip())
+        if not inner:
+            failures.append(f"variable {name}: {text!r} is not label_values(selector, label)")
+            continue
+        selector, label = substitute(inner.group(1)), inner.group(2)
+        names_read |= metric_names(selector, recorded)
+        status, result = query(prometheus, f"count by ({label}) ({selector})")
+        checked += 1
+        if status == "error" or not result:
+            failures.append(f"variable {name}: {text!r} offers no value ({result})")
     for name, is_alert, expr in rules:
         names_read |= metric_names(expr, recorded)
         status, result = query(prometheus, expr)
@@ -308,7 +317,8 @@ def run_check(binary, work, processes):
         if status != "ok" or not result:
             failures.append(f"metric {name} (read by the board or a rule) has no series")
 
-    print(f"{checked} expressions run ({len(panels)} on the board, {len(rules)} in the rules); "
+    print(f"{checked} expressions run ({len(panels)} on the board, {len(variables)} for its "
+          f"variables, {len(rules)} in the rules); "
           f"{len(names_read)} metric names checked")
     if failures:
         print("FAILED:")
