@@ -8,8 +8,10 @@
 //! - `ratio = streams / max(baseline, baseline_floor_streams)` of at least
 //!   `min_ratio` (the relative rise the board shows and the alert uses);
 //! - `z = (streams - baseline) / sqrt(max(baseline, floor))` of at least
-//!   `min_z`: streams are roughly Poisson, so this keeps a song with a
-//!   baseline of 3 from trending on a lucky 7 among thousands of songs;
+//!   `min_z`: streams are roughly Poisson, and with thousands of songs
+//!   scored every window a few land far above their baseline by chance
+//!   (a song with a baseline of 10 reaches 23, twice its baseline and
+//!   z = 4.1, once in 3,400 windows);
 //! - at least `min_streams` streams, so quiet songs never page.
 //!
 //! The averages start when the detector sees its first window and are
@@ -43,7 +45,9 @@ pub struct TrendingConfig {
     pub min_streams: u64,
     /// Smallest streams-to-baseline ratio for a song to trend (default 2).
     pub min_ratio: f64,
-    /// Smallest Poisson z-score for a song to trend (default 4).
+    /// Smallest Poisson z-score for a song to trend (default 6: with
+    /// thousands of songs scored every minute, 4 lets a few songs a hour
+    /// trend on noise alone; see `benches/benches/trending.rs`).
     pub min_z: f64,
     /// Baselines below this count as this, e.g. for a song never heard
     /// before (default 1).
@@ -58,7 +62,7 @@ impl Default for TrendingConfig {
             warmup_windows: 5,
             min_streams: 20,
             min_ratio: 2.0,
-            min_z: 4.0,
+            min_z: 6.0,
             baseline_floor_streams: 1.0,
         }
     }

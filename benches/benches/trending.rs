@@ -1,0 +1,146 @@
+//! How well the trend detector separates a spike from ordinary traffic, on
+//! the built-in generator's events through the whole pipeline (decode,
+//! windows, detector), with the default `[trending]` settings.
+//!
+//! For each rate: hours of steady traffic, then a spike of one song for ten
+//! minutes at a given share of all events. Reported per run:
+//! - `false_song_windows_per_hour`: songs reported trending outside the spike
+//!   (after the warm-up), per hour of event time;
+//! - `detected_after_windows`: closed windows from the spike's start to the
+//!   first window that reports the spike song (1 = its first minute);
+//! - `alert_windows`: spike windows where the `DownbeatSongViral` condition
+//!   (ratio >= 5 and >= 50 streams) holds; the alert needs 3 in a row
+//!   (`for: 2m` at one evaluation per minute);
+//! - `peak_ratio`: the spike song's largest ratio.
+//!
+//! `cargo bench -p downbeat-benches --bench trending`
+
+use downbeat::config::Config;
+use downbeat::metrics::Metrics;
+use downbeat::pipeline::Pipeline;
+use downbeat::source::generator::Generator;
+use downbeat::source::lines::LineReader;
+use downbeat::source::spike::SpikeConfig;
+use downbeat_operators::Trending;
+
+const START_MS: i64 = 1_700_000_040_000;
+const MINUTE_MS: i64 = 60_000;
+const SPIKE_SONG: &str = "Viral Hit";
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs a small case.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let cases: &[(f64, u64, f64)] = if quick {
+        &[(50.0, 30, 0.02)]
+    } else {
+        // (events/s, minutes before the spike, spike share)
+        &[
+            (100.0, 360, 0.01),
+            (500.0, 360, 0.002),
+            (500.0, 360, 0.01),
+            (2_000.0, 180, 0.001),
+            (2_000.0, 180, 0.005),
+        ]
+    };
+    for &(rate, minutes, share) in cases {
+        run_case(rate, minutes, share);
+    }
+}
+
+fn run_case(rate: f64, steady_minutes: u64, share: f64) {
+    let spike_minutes = 10;
+    let mut config = Config::default();
+    if let Some(min_z) = std::env::var("DOWNBEAT_BENCH_MIN_Z")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.trending.min_z = min_z;
+    }
+    config.generator.spike = Some(SpikeConfig {
+        song: SPIKE_SONG.to_owned(),
+        artist: Some("Nobody".to_owned()),
+        start_ms: Some(START_MS + steady_minutes as i64 * MINUTE_MS),
+        after_secs: 0,
+        duration_secs: spike_minutes * 60,
+        share,
+    });
+    let mut generator = Generator::new(&config.generator);
+    let metrics = Metrics::new();
+    let end_ms = START_MS + (steady_minutes + spike_minutes) as i64 * MINUTE_MS;
+    let mut pipeline = Pipeline::new(config.pipeline().unwrap(), &metrics, None, end_ms).unwrap();
+    let step_ms = 1000.0 / rate;
+    let events = ((end_ms - START_MS) as f64 / step_ms) as u64;
+    let mut scored: Vec<Trending> = Vec::new();
+    let mut closed = Vec::new();
+    let mut chunk = Vec::with_capacity(1 << 20);
+    let mut i = 0u64;
+    while i < events {
+        chunk.clear();
+        for _ in 0..10_000.min(events - i) {
+            generator.write_event(START_MS + (i as f64 * step_ms) as i64, &mut chunk);
+            chunk.push(b'\n');
+            i += 1;
+        }
+        let mut lines = LineReader::new(chunk.as_slice(), 1 << 20);
+        while let Some(line) = lines.next_line().unwrap() {
+            pipeline.process_line(line, &mut closed);
+            closed.clear();
+            scored.extend(pipeline.take_trending());
+        }
+    }
+    pipeline.finish(&mut closed);
+    scored.extend(pipeline.take_trending());
+    report(rate, steady_minutes, share, spike_minutes, &scored);
+}
+
+fn report(rate: f64, steady_minutes: u64, share: f64, spike_minutes: u64, scored: &[Trending]) {
+    let spike_start = START_MS + steady_minutes as i64 * MINUTE_MS;
+    let spike_end = spike_start + spike_minutes as i64 * MINUTE_MS;
+    let in_spike = |t: &Trending| t.window_start_ms >= spike_start && t.window_end_ms <= spike_end;
+    let warm: Vec<&Trending> = scored.iter().filter(|t| !t.warming_up).collect();
+    let false_song_windows: usize = warm
+        .iter()
+        .map(|t| {
+            t.songs
+                .iter()
+                .filter(|s| !(in_spike(t) && s.song == SPIKE_SONG))
+                .count()
+        })
+        .sum();
+    let false_alert_windows: usize = warm
+        .iter()
+        .map(|t| {
+            t.songs
+                .iter()
+                .filter(|s| !(in_spike(t) && s.song == SPIKE_SONG))
+                .filter(|s| s.ratio >= 5.0 && s.streams >= 50)
+                .count()
+        })
+        .sum();
+    let steady_hours = warm.iter().filter(|t| !in_spike(t)).count() as f64 / 60.0;
+    let spike: Vec<&Trending> = warm.iter().copied().filter(|t| in_spike(t)).collect();
+    let hit = |t: &Trending| t.songs.iter().find(|s| s.song == SPIKE_SONG).cloned();
+    let detected_after = spike.iter().position(|t| hit(t).is_some()).map(|i| i + 1);
+    let alert_windows = spike
+        .iter()
+        .filter(|t| hit(t).is_some_and(|s| s.ratio >= 5.0 && s.streams >= 50))
+        .count();
+    let peak_ratio = spike
+        .iter()
+        .filter_map(|t| hit(t).map(|s| s.ratio))
+        .fold(0.0, f64::max);
+    let report = serde_json::json!({
+        "bench": "trending",
+        "events_per_sec": rate,
+        "spike_share": share,
+        "spike_streams_per_min": (rate * 60.0 * share).round(),
+        "steady_hours": steady_hours,
+        "false_song_windows_per_hour": false_song_windows as f64 / steady_hours.max(1e-9),
+        "false_alert_windows": false_alert_windows,
+        "spike_windows": spike.len(),
+        "detected_after_windows": detected_after,
+        "alert_windows": alert_windows,
+        "peak_ratio": (peak_ratio * 10.0).round() / 10.0,
+    });
+    println!("{report}");
+}
