@@ -12,6 +12,7 @@ Three engines feed it, so every panel has something to show:
          `downbeat produce` (consumer lag, partitions, offsets).
 
 Checks:
+  0. each engine's /metrics passes `promtool check metrics`;
   1. every expression evaluates without error;
   2. every dashboard expression returns data;
   3. every metric name any expression reads has series in Prometheus
@@ -178,7 +179,7 @@ def start(processes, log_dir, name, args, env=None):
 
 def main():
     binary = os.path.abspath(sys.argv[1])
-    for tool in ("prometheus", "tansu"):
+    for tool in ("prometheus", "promtool", "tansu"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not on PATH (.ci/run installs it)")
     work = tempfile.mkdtemp(prefix="downbeat-promql-")
@@ -267,6 +268,14 @@ def run_check(binary, work, processes):
     time.sleep(5)  # a few more scrapes, so rate() over 1m has points on every series
 
     failures = []
+    # The exposition itself passes Prometheus's own linter (names, units,
+    # HELP and TYPE), for every source.
+    for name in ("live", "spike", "kafka"):
+        _, exposition = http_get(f"http://127.0.0.1:{ports[name]}/metrics")
+        lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                              capture_output=True, text=True)
+        if lint.returncode != 0 or lint.stdout.strip() or lint.stderr.strip():
+            failures.append(f"promtool check metrics on the {name} engine: {lint.stdout}{lint.stderr}")
     recorded = set()
     rules = list(rule_expressions())
     for name, is_alert, _ in rules:

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod hdr_summary;
 pub mod http;
 pub mod json_scan;
 pub mod kafka;

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use downbeat_operators::{Device, Gender, Level, SongCount, Trending, UsState, WindowResult};
-use hdrhistogram::Histogram as HdrHistogram;
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
@@ -19,15 +18,13 @@ use prometheus::{
 };
 
 use crate::decode::RejectReason;
+use crate::hdr_summary::HdrSummary;
 
 /// Bucket bounds of the listening-duration histogram, in seconds.
 const DURATION_BUCKETS_SECS: [f64; 16] = [
     30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0, 270.0, 300.0, 360.0, 420.0, 600.0, 900.0,
     1800.0, 3600.0,
 ];
-
-/// Quantiles exported for the window-close latency.
-const LATENCY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 1.0];
 
 /// All exported series. Shared by the pipeline thread and the HTTP server.
 pub struct Metrics {
@@ -54,8 +51,7 @@ pub struct Metrics {
     last_event_time: Gauge,
     watermark_time: Gauge,
     watermark_lag: Gauge,
-    close_latency: GaugeVec,
-    close_latency_hdr: Mutex<HdrHistogram<u64>>,
+    close_latency: HdrSummary,
     live_panes: IntGauge,
     interned_songs: IntGauge,
     /// Latest top songs per window label, to rebuild the rank series.
@@ -139,15 +135,7 @@ impl Metrics {
             last_event_time: gauge(&r, "downbeat_last_event_timestamp_seconds", "Largest event time seen, epoch seconds."),
             watermark_time: gauge(&r, "downbeat_watermark_timestamp_seconds", "Current event-time watermark, epoch seconds."),
             watermark_lag: gauge(&r, "downbeat_watermark_lag_seconds", "Wall clock minus the watermark."),
-            close_latency: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("downbeat_window_close_latency_seconds", "Time from the watermark closing a window to its results being published (HdrHistogram quantiles since start)."),
-                    &["quantile"],
-                )
-                .expect("valid metric"),
-            ),
-            close_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")),
+            close_latency: register(&r, HdrSummary::new("downbeat_window_close_latency_seconds", "Time from the watermark closing a window to its results being published (HdrHistogram quantiles since start).", 1e-9, 60_000_000_000)),
             live_panes: register(&r, IntGauge::new("downbeat_live_panes", "Window panes held in memory.").expect("valid metric")),
             interned_songs: register(&r, IntGauge::new("downbeat_interned_songs", "Song names held by live panes.").expect("valid metric")),
             leaderboards: Mutex::new(BTreeMap::new()),
@@ -348,17 +336,8 @@ impl Metrics {
 
     /// Record how long publishing closed windows took after the close began.
     pub fn record_close_latency(&self, latency: std::time::Duration) {
-        let mut hdr = self
-            .close_latency_hdr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        hdr.saturating_record(latency.as_nanos().max(1) as u64);
-        for q in LATENCY_QUANTILES {
-            let seconds = hdr.value_at_quantile(q) as f64 / 1e9;
-            self.close_latency
-                .with_label_values(&[&q.to_string()])
-                .set(seconds);
-        }
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.close_latency.record_all([nanos]);
     }
 
     /// Freshness and state gauges, set by the pipeline thread periodically.

@@ -2,14 +2,11 @@
 //! `partition` labels are bounded by the topic's partition count, and a
 //! partition's series are removed when it is revoked.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use hdrhistogram::Histogram as HdrHistogram;
 use prometheus::{GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
-/// Quantiles exported for the ingest latency.
-const LATENCY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 1.0];
+use crate::hdr_summary::HdrSummary;
 
 /// Consumer and checkpoint series.
 pub struct KafkaMetrics {
@@ -24,10 +21,8 @@ pub struct KafkaMetrics {
     checkpoints: IntCounter,
     checkpoint_failures: IntCounter,
     restored_records: IntCounter,
-    ingest_latency: GaugeVec,
-    ingest_latency_hdr: Mutex<HdrHistogram<u64>>,
-    apply_latency: GaugeVec,
-    apply_latency_hdr: Mutex<HdrHistogram<u64>>,
+    ingest_latency: HdrSummary,
+    apply_latency: HdrSummary,
 }
 
 impl KafkaMetrics {
@@ -62,6 +57,12 @@ impl KafkaMetrics {
                 .expect("unique metric");
             vec
         };
+        let summary = |summary: HdrSummary| {
+            registry
+                .register(Box::new(summary.clone()))
+                .expect("unique metric");
+            summary
+        };
         Self {
             lag: int_gauge_vec("downbeat_kafka_consumer_lag_records", "Records between this replica's position and the partition's high watermark (from librdkafka statistics)."),
             committed: int_gauge_vec("downbeat_kafka_committed_offset", "Last offset committed to the group, per partition (next record to read)."),
@@ -74,10 +75,8 @@ impl KafkaMetrics {
             checkpoints: counter("downbeat_checkpoints_total", "Checkpoints written."),
             checkpoint_failures: counter("downbeat_checkpoint_failures_total", "Checkpoints that could not be written."),
             restored_records: counter("downbeat_kafka_restored_records_total", "Records re-read to rebuild window state after a restart or a hand-over (not counted again)."),
-            ingest_latency: gauge_vec("downbeat_kafka_ingest_latency_seconds", "From a record's Kafka timestamp to its stream being in window state (HdrHistogram quantiles since start).", "quantile"),
-            ingest_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
-            apply_latency: gauge_vec("downbeat_kafka_apply_latency_seconds", "From a record leaving the consumer's poll to its stream being in window state (HdrHistogram quantiles since start).", "quantile"),
-            apply_latency_hdr: Mutex::new(HdrHistogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")),
+            ingest_latency: summary(HdrSummary::new("downbeat_kafka_ingest_latency_seconds", "From a record's Kafka timestamp to its stream being in window state (HdrHistogram quantiles since start).", 1e-6, 3_600_000_000)),
+            apply_latency: summary(HdrSummary::new("downbeat_kafka_apply_latency_seconds", "From a record leaving the consumer's poll to its stream being in window state (HdrHistogram quantiles since start).", 1e-9, 3_600_000_000_000)),
         }
     }
 
@@ -161,44 +160,23 @@ impl KafkaMetrics {
         self.restored_records.inc_by(records);
     }
 
-    /// Record poll-to-state latencies (one batch, nanoseconds) and refresh
-    /// the quantile gauges.
+    /// Record poll-to-state latencies (one batch, nanoseconds).
     pub fn record_apply_latencies(&self, nanos: &mut Vec<u64>) {
         if nanos.is_empty() {
             return;
         }
-        let mut hdr = self
-            .apply_latency_hdr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for n in nanos.drain(..) {
-            hdr.saturating_record(n.max(1));
-        }
-        for q in LATENCY_QUANTILES {
-            let seconds = hdr.value_at_quantile(q) as f64 / 1e9;
-            self.apply_latency
-                .with_label_values(&[&q.to_string()])
-                .set(seconds);
-        }
+        self.apply_latency.record_all(nanos.drain(..));
     }
 
-    /// Record ingest latencies (one batch) and refresh the quantile gauges.
+    /// Record ingest latencies (one batch).
     pub fn record_ingest_latencies(&self, latencies: &mut Vec<Duration>) {
         if latencies.is_empty() {
             return;
         }
-        let mut hdr = self
-            .ingest_latency_hdr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for latency in latencies.drain(..) {
-            hdr.saturating_record(latency.as_micros().max(1) as u64);
-        }
-        for q in LATENCY_QUANTILES {
-            let seconds = hdr.value_at_quantile(q) as f64 / 1e6;
-            self.ingest_latency
-                .with_label_values(&[&q.to_string()])
-                .set(seconds);
-        }
+        self.ingest_latency.record_all(
+            latencies
+                .drain(..)
+                .map(|latency| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
+        );
     }
 }
