@@ -21,7 +21,7 @@ use downbeat::pipeline::Pipeline;
 use downbeat::source::generator::Generator;
 use downbeat::source::lines::LineReader;
 use downbeat::source::spike::SpikeConfig;
-use downbeat_operators::Trending;
+use downbeat_operators::{Trending, TrendingSong};
 
 const START_MS: i64 = 1_700_000_040_000;
 const MINUTE_MS: i64 = 60_000;
@@ -98,25 +98,20 @@ fn report(rate: f64, steady_minutes: u64, share: f64, spike_minutes: u64, scored
     let spike_end = spike_start + spike_minutes as i64 * MINUTE_MS;
     let in_spike = |t: &Trending| t.window_start_ms >= spike_start && t.window_end_ms <= spike_end;
     let warm: Vec<&Trending> = scored.iter().filter(|t| !t.warming_up).collect();
-    let false_song_windows: usize = warm
+    // Songs reported outside the spike (anything but the spike song during it).
+    let false_songs: Vec<&TrendingSong> = warm
         .iter()
-        .map(|t| {
+        .flat_map(|t| {
             t.songs
                 .iter()
-                .filter(|s| !(in_spike(t) && s.song == SPIKE_SONG))
-                .count()
+                .filter(move |s| !(in_spike(t) && s.song == SPIKE_SONG))
         })
-        .sum();
-    let false_alert_windows: usize = warm
+        .collect();
+    let false_song_windows = false_songs.len();
+    let false_alert_windows = false_songs
         .iter()
-        .map(|t| {
-            t.songs
-                .iter()
-                .filter(|s| !(in_spike(t) && s.song == SPIKE_SONG))
-                .filter(|s| s.ratio >= 5.0 && s.streams >= 50)
-                .count()
-        })
-        .sum();
+        .filter(|s| s.ratio >= 5.0 && s.streams >= 50)
+        .count();
     let steady_hours = warm.iter().filter(|t| !in_spike(t)).count() as f64 / 60.0;
     let spike: Vec<&Trending> = warm.iter().copied().filter(|t| in_spike(t)).collect();
     let hit = |t: &Trending| t.songs.iter().find(|s| s.song == SPIKE_SONG).cloned();

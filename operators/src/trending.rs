@@ -244,14 +244,21 @@ impl TrendDetector {
         let warming_up = history < i64::from(self.config.warmup_windows);
         let correction = 1.0 - self.decay.powi(history.min(MAX_GAP_WINDOWS) as i32);
 
-        let (total_baseline, total_average) = self.step(self.total, index, streams, correction);
+        let (total_baseline, total_average) =
+            Self::step(self.decay, self.total, index, streams, correction);
         self.total = Some(total_average);
 
+        let decay = self.decay;
         let mut rising = Vec::new();
         for entry in songs {
-            let past = self.songs.get(&entry.key).copied();
-            let (baseline, average) = self.step(past, index, entry.streams, correction);
-            self.songs.insert(entry.key, average);
+            // A song heard for the first time has an average of 0 so far.
+            let average = self
+                .songs
+                .entry(entry.key)
+                .or_insert(Average { value: 0.0, index });
+            let (baseline, updated) =
+                Self::step(decay, Some(*average), index, entry.streams, correction);
+            *average = updated;
             if warming_up {
                 continue;
             }
@@ -289,7 +296,7 @@ impl TrendDetector {
     /// baseline for window `index` (None with no history) and the average
     /// after folding in `streams`.
     fn step(
-        &self,
+        decay: f64,
         past: Option<Average>,
         index: i64,
         streams: u64,
@@ -298,10 +305,10 @@ impl TrendDetector {
         // The average as of window index - 1: zeros for the windows between.
         let previous = past.map_or(0.0, |average| {
             let gap = (index - 1 - average.index).clamp(0, MAX_GAP_WINDOWS);
-            average.value * self.decay.powi(gap as i32)
+            average.value * decay.powi(gap as i32)
         });
         let baseline = (correction > 0.0).then(|| previous / correction);
-        let value = self.decay * previous + (1.0 - self.decay) * streams as f64;
+        let value = decay * previous + (1.0 - decay) * streams as f64;
         (baseline, Average { value, index })
     }
 
