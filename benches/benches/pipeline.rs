@@ -13,9 +13,9 @@
 use std::time::{Duration, Instant};
 
 use downbeat::config::Config;
+use downbeat::lines::Chunk;
 use downbeat::metrics::Metrics;
 use downbeat::pipeline::Pipeline;
-use downbeat::source::lines::LineReader;
 use downbeat_benches::{current_rss_bytes, eventsim_lines, peak_rss_bytes};
 use hdrhistogram::Histogram;
 
@@ -86,14 +86,16 @@ fn throughput(events: usize) {
     let mut closed = Vec::new();
     let mut output = Vec::with_capacity(1 << 20);
     let started = Instant::now();
-    let mut lines = LineReader::new(input.as_slice(), 64 << 20);
-    while let Some(line) = lines.next_line().unwrap() {
-        pipeline.process_line(line, &mut closed);
-        if !closed.is_empty() {
+    let input = Chunk::owned(input, false);
+    for span in input.spans() {
+        pipeline.process_line(input.line(span));
+        if pipeline.has_closed() {
+            pipeline.take_closed(&mut closed);
             publish(&mut pipeline, &mut closed, &mut output, &mut latency);
         }
     }
-    pipeline.finish(&mut closed);
+    pipeline.finish();
+    pipeline.take_closed(&mut closed);
     publish(&mut pipeline, &mut closed, &mut output, &mut latency);
     let elapsed = started.elapsed();
     let totals = pipeline.totals();
@@ -102,7 +104,7 @@ fn throughput(events: usize) {
         "events": totals.lines,
         "streams": totals.streams,
         "windows": totals.windows,
-        "input_bytes": input.len(),
+        "input_bytes": input.data.len(),
         "elapsed_secs": elapsed.as_secs_f64(),
         "events_per_sec": totals.lines as f64 / elapsed.as_secs_f64(),
         "ns_per_event": elapsed.as_nanos() as f64 / totals.lines as f64,
@@ -144,9 +146,10 @@ fn soak(events: usize) {
     for part in 0..12 {
         let start = START_MS + (part * chunk) as i64 * step_ms as i64;
         let input = eventsim_lines(chunk, start, step_ms, 5 + part as u64);
-        let mut lines = LineReader::new(input.as_slice(), 64 << 20);
-        while let Some(line) = lines.next_line().unwrap() {
-            pipeline.process_line(line, &mut closed);
+        let input = Chunk::owned(input, false);
+        for span in input.spans() {
+            pipeline.process_line(input.line(span));
+            pipeline.take_closed(&mut closed);
             closed.clear();
         }
         drop(input);

@@ -16,10 +16,10 @@
 //! `cargo bench -p downbeat-benches --bench trending`
 
 use downbeat::config::Config;
+use downbeat::lines::Chunk;
 use downbeat::metrics::Metrics;
 use downbeat::pipeline::Pipeline;
 use downbeat::source::generator::Generator;
-use downbeat::source::lines::LineReader;
 use downbeat::source::spike::SpikeConfig;
 use downbeat_operators::{Trending, TrendingSong};
 
@@ -81,14 +81,15 @@ fn run_case(rate: f64, steady_minutes: u64, share: f64) {
             chunk.push(b'\n');
             i += 1;
         }
-        let mut lines = LineReader::new(chunk.as_slice(), 1 << 20);
-        while let Some(line) = lines.next_line().unwrap() {
-            pipeline.process_line(line, &mut closed);
+        let lines = Chunk::owned(std::mem::take(&mut chunk), false);
+        for span in lines.spans() {
+            pipeline.process_line(lines.line(span));
+            pipeline.take_closed(&mut closed);
             closed.clear();
             scored.extend(pipeline.take_trending());
         }
     }
-    pipeline.finish(&mut closed);
+    pipeline.finish();
     scored.extend(pipeline.take_trending());
     report(rate, steady_minutes, share, spike_minutes, &scored);
 }

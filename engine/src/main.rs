@@ -379,30 +379,10 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 out.write_all(&line)
             })
         }
-        None => generate_paced(&mut generator, args.events.rate, &mut out),
+        None => downbeat::source::paced::write_paced(&mut generator, args.events.rate, &mut out),
     };
     match written.and_then(|()| out.flush()) {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing events to stdout"),
-    }
-}
-
-/// Real-time generation: event time is the wall clock.
-fn generate_paced(generator: &mut Generator, rate: f64, out: &mut impl Write) -> io::Result<()> {
-    let started = std::time::Instant::now();
-    let mut produced: u64 = 0;
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        let due = (started.elapsed().as_secs_f64() * rate) as u64;
-        let now = now_ms();
-        for _ in produced..due {
-            line.clear();
-            generator.write_event(now, &mut line);
-            line.push(b'\n');
-            out.write_all(&line)?;
-        }
-        produced = due;
-        out.flush()?;
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

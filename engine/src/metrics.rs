@@ -189,37 +189,20 @@ impl Metrics {
         }
     }
 
-    /// Counters that a checkpoint keeps, by name. The listening histogram is
-    /// left out: the client library cannot restore its buckets.
-    fn checkpointed_counters(&self) -> [(&'static str, CounterRef<'_>); 9] {
+    /// Counters that a checkpoint keeps, each keyed by its own series name.
+    /// The listening histogram is left out: the client library cannot
+    /// restore its buckets.
+    fn checkpointed_counters(&self) -> [CounterRef<'_>; 9] {
         [
-            ("downbeat_events_total", CounterRef::One(&self.events)),
-            ("downbeat_streams_total", CounterRef::One(&self.streams)),
-            ("downbeat_late_events_total", CounterRef::One(&self.late)),
-            (
-                "downbeat_events_rejected_total",
-                CounterRef::Vec(&self.rejected),
-            ),
-            (
-                "downbeat_streams_by_level_total",
-                CounterRef::Vec(&self.by_level),
-            ),
-            (
-                "downbeat_streams_by_device_total",
-                CounterRef::Vec(&self.by_device),
-            ),
-            (
-                "downbeat_streams_by_state_total",
-                CounterRef::Vec(&self.by_state),
-            ),
-            (
-                "downbeat_streams_by_gender_total",
-                CounterRef::Vec(&self.by_gender),
-            ),
-            (
-                "downbeat_windows_emitted_total",
-                CounterRef::Vec(&self.windows_emitted),
-            ),
+            CounterRef::One(&self.events),
+            CounterRef::One(&self.streams),
+            CounterRef::One(&self.late),
+            CounterRef::Vec(&self.rejected),
+            CounterRef::Vec(&self.by_level),
+            CounterRef::Vec(&self.by_device),
+            CounterRef::Vec(&self.by_state),
+            CounterRef::Vec(&self.by_gender),
+            CounterRef::Vec(&self.windows_emitted),
         ]
     }
 
@@ -227,10 +210,11 @@ impl Metrics {
     /// checkpoint; flush [`IngestMetrics`] first.
     pub fn counter_snapshot(&self) -> BTreeMap<String, u64> {
         let mut snapshot = BTreeMap::new();
-        for (name, counter) in self.checkpointed_counters() {
+        for counter in self.checkpointed_counters() {
+            let name = counter.name();
             match counter {
                 CounterRef::One(counter) => {
-                    snapshot.insert(name.to_owned(), counter.get());
+                    snapshot.insert(name, counter.get());
                 }
                 CounterRef::Vec(vec) => {
                     for family in vec.collect() {
@@ -253,10 +237,11 @@ impl Metrics {
     /// Add a checkpoint's counter values (a restarted process resumes its
     /// counters instead of resetting them). Unknown keys are ignored.
     pub fn restore_counters(&self, snapshot: &BTreeMap<String, u64>) {
-        for (name, counter) in self.checkpointed_counters() {
+        for counter in self.checkpointed_counters() {
+            let name = counter.name();
             match counter {
                 CounterRef::One(counter) => {
-                    if let Some(&value) = snapshot.get(name) {
+                    if let Some(&value) = snapshot.get(&name) {
                         counter.inc_by(value);
                     }
                 }
@@ -273,6 +258,38 @@ impl Metrics {
                     }
                 }
             }
+        }
+    }
+
+    /// The totals and freshness `/api/v1/stats` serves.
+    pub fn stats(&self) -> Stats {
+        let rejected_by_reason = RejectReason::ALL
+            .iter()
+            .map(|reason| {
+                let count = self.rejected.with_label_values(&[reason.label()]).get();
+                (reason.label(), count)
+            })
+            .collect();
+        let mut windows_emitted_total = BTreeMap::new();
+        for family in self.windows_emitted.collect() {
+            for metric in family.get_metric() {
+                let label = metric
+                    .get_label()
+                    .first()
+                    .map(|pair| pair.value().to_owned());
+                let count = metric.get_counter().get_value() as u64;
+                windows_emitted_total.insert(label.unwrap_or_default(), count);
+            }
+        }
+        Stats {
+            events_total: self.events.get(),
+            streams_total: self.streams.get(),
+            late_total: self.late.get(),
+            rejected_by_reason,
+            windows_emitted_total,
+            last_event_timestamp_seconds: self.last_event_time.get(),
+            watermark_timestamp_seconds: self.watermark_time.get(),
+            watermark_lag_seconds: self.watermark_lag.get(),
         }
     }
 
@@ -355,10 +372,43 @@ impl Metrics {
     }
 }
 
+/// What `/api/v1/stats` reports, read from the same handles `/metrics`
+/// encodes (a key cannot drift from its series: there is no name to misspell).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// `downbeat_events_total`.
+    pub events_total: u64,
+    /// `downbeat_streams_total`.
+    pub streams_total: u64,
+    /// `downbeat_late_events_total`.
+    pub late_total: u64,
+    /// `downbeat_events_rejected_total`, by reason (every reason).
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// `downbeat_windows_emitted_total`, by window label.
+    pub windows_emitted_total: BTreeMap<String, u64>,
+    /// `downbeat_last_event_timestamp_seconds`.
+    pub last_event_timestamp_seconds: f64,
+    /// `downbeat_watermark_timestamp_seconds`.
+    pub watermark_timestamp_seconds: f64,
+    /// `downbeat_watermark_lag_seconds`.
+    pub watermark_lag_seconds: f64,
+}
+
 /// A counter or a one-label counter family.
 enum CounterRef<'a> {
     One(&'a IntCounter),
     Vec(&'a IntCounterVec),
+}
+
+impl CounterRef<'_> {
+    /// The series name, as registered.
+    fn name(&self) -> String {
+        let descs = match self {
+            CounterRef::One(counter) => counter.desc(),
+            CounterRef::Vec(vec) => vec.desc(),
+        };
+        descs[0].fq_name.clone()
+    }
 }
 
 /// A snapshot of pipeline progress for the freshness gauges.

@@ -1,20 +1,22 @@
 //! The pipeline: line -> decode -> watermark -> windowed aggregation.
 //!
-//! Single-threaded and synchronous; sources feed it lines and the caller
-//! publishes the window results it returns (JSON lines, metrics, HTTP).
+//! Single-threaded and synchronous. The driver feeds it lines (or records
+//! of several ordered inputs, such as Kafka partitions, whose progress the
+//! source tracks) and publishes the windows it closes to the sinks.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, SourceId, Stream, WindowAggregator, WindowError, WindowResult,
+    AggregatorConfig, Dimensions, SourceId, Stream, Trending, WindowAggregator, WindowError,
+    WindowId, WindowResult,
 };
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::decode::{decode, Decoded, RejectReason, TimeBounds};
+use crate::lines::Line;
 use crate::metrics::{IngestMetrics, Metrics, Progress};
-use crate::source::lines::Line;
 use crate::watermark::{Watermark, WatermarkConfig};
 
 /// Everything the pipeline needs to know, validated by the config module.
@@ -182,7 +184,7 @@ impl RateLimitedLog {
     }
 }
 
-/// The operator graph for one input stream.
+/// The operator graph: decode, the single-input watermark, the windows.
 pub struct Pipeline {
     aggregator: WindowAggregator,
     watermark: Watermark,
@@ -194,8 +196,7 @@ pub struct Pipeline {
     log: RateLimitedLog,
     close_started: Option<Instant>,
     names: Vec<u8>,
-    /// Set by sources that keep their own watermarks (one per partition).
-    external_progress: Option<(Option<i64>, Option<i64>)>,
+    closed: Vec<WindowResult>,
 }
 
 impl Pipeline {
@@ -226,17 +227,17 @@ impl Pipeline {
             },
             close_started: None,
             names: Vec::new(),
-            external_progress: None,
+            closed: Vec::new(),
         })
     }
 
-    /// Process one line; closed windows are appended to `out`.
+    /// Process one line of the single input.
     #[inline]
-    pub fn process_line(&mut self, line: Line<'_>, out: &mut Vec<WindowResult>) -> Outcome {
+    pub fn process_line(&mut self, line: Line<'_>) -> Outcome {
         let mut names = std::mem::take(&mut self.names);
         names.clear();
         let parsed = parse_line(&line, &self.parse_settings, &mut names);
-        let outcome = self.apply(parsed, &names, line.bytes, out);
+        let outcome = self.apply(parsed, &names, line.bytes);
         self.names = names;
         outcome
     }
@@ -247,22 +248,24 @@ impl Pipeline {
     }
 
     /// The ordered half of [`Pipeline::process_line`]: count a parsed line
-    /// (whose names are in `names`, raw bytes in `raw`) in input order.
+    /// of the single input (whose names are in `names`, raw bytes in `raw`)
+    /// in input order.
     #[inline]
-    pub fn apply(
-        &mut self,
-        parsed: Parsed,
-        names: &[u8],
-        raw: &[u8],
-        out: &mut Vec<WindowResult>,
-    ) -> Outcome {
+    pub fn apply(&mut self, parsed: Parsed, names: &[u8], raw: &[u8]) -> Outcome {
         self.totals.lines += 1;
         self.ingest.event();
         let outcome = match parsed {
-            Parsed::Stream(stream) => self.count(stream, names, out),
+            Parsed::Stream(stream) => self.count(stream, names),
             Parsed::NotAStream => Outcome::NotAStream,
             Parsed::Rejected(reason) => Outcome::Rejected(reason),
         };
+        self.tally(outcome, raw);
+        outcome
+    }
+
+    /// Totals, metrics, the log and the rejects file for one outcome.
+    #[inline]
+    fn tally(&mut self, outcome: Outcome, raw: &[u8]) {
         match outcome {
             Outcome::Stream => self.totals.streams += 1,
             Outcome::NotAStream => self.totals.non_stream_events += 1,
@@ -284,15 +287,9 @@ impl Pipeline {
                 self.keep_rejected(raw);
             }
         }
-        outcome
     }
 
-    fn count(
-        &mut self,
-        parsed: ParsedStream,
-        names: &[u8],
-        out: &mut Vec<WindowResult>,
-    ) -> Outcome {
+    fn count(&mut self, parsed: ParsedStream, names: &[u8]) -> Outcome {
         // `insert` refuses late streams (and forgets a name interned only
         // for them), so lateness is checked once.
         let stream = self.intern(parsed, names);
@@ -301,7 +298,7 @@ impl Pipeline {
         }
         self.ingest.stream(stream.dims, stream.duration_ms);
         if let Some(watermark) = self.watermark.observe(stream.time_ms) {
-            self.advance(watermark, out);
+            self.advance(watermark);
         }
         Outcome::Stream
     }
@@ -321,30 +318,56 @@ impl Pipeline {
         }
     }
 
-    /// Count a stream from one of several ordered sources (a Kafka
-    /// partition) whose own watermark is kept by the caller:
-    /// `late_in_source` is that watermark's verdict. The windows then close
-    /// through [`Pipeline::advance_to`].
-    pub fn apply_from_source(
+    /// Decode one record of an ordered input (a Kafka record; `None` when
+    /// it has no value). Its names stay here for the call that counts it.
+    pub fn decode_record(&mut self, payload: Option<&[u8]>) -> Parsed {
+        self.names.clear();
+        match payload {
+            None => Parsed::Rejected(RejectReason::NoValue),
+            Some(bytes) => parse_line(
+                &Line {
+                    bytes,
+                    truncated: false,
+                },
+                &self.parse_settings,
+                &mut self.names,
+            ),
+        }
+    }
+
+    /// Count a record of `input` that is not a stream (refused, or not a play).
+    pub fn apply_from_input(&mut self, parsed: Parsed, raw: &[u8]) -> Outcome {
+        let names = std::mem::take(&mut self.names);
+        let outcome = match parsed {
+            Parsed::Stream(_) => unreachable!("streams of an input go through count_from_input"),
+            other => self.apply(other, &names, raw),
+        };
+        self.names = names;
+        outcome
+    }
+
+    /// Count the stream just decoded by [`Pipeline::decode_record`] from
+    /// `input`, whose own watermark is kept by its source: `late_in_input`
+    /// is that watermark's verdict. Windows then close through
+    /// [`Pipeline::advance_to`].
+    pub fn count_from_input(
         &mut self,
-        source: SourceId,
+        input: SourceId,
         parsed: ParsedStream,
-        late_in_source: bool,
-        names: &[u8],
+        late_in_input: bool,
         raw: &[u8],
     ) -> Outcome {
         self.totals.lines += 1;
         self.ingest.event();
-        let stream = self.intern(parsed, names);
-        let accepted = !late_in_source && self.aggregator.insert_from(source, stream).is_ok();
+        let names = std::mem::take(&mut self.names);
+        let stream = self.intern(parsed, &names);
+        self.names = names;
+        let accepted = !late_in_input && self.aggregator.insert_from(input, stream).is_ok();
         if !accepted {
-            if late_in_source {
+            if late_in_input {
                 self.aggregator.forget_if_unreferenced(stream.song);
             }
-            self.totals.late += 1;
-            self.ingest.late();
-            self.log.warn("late event", self.totals.lines);
-            self.keep_rejected(raw);
+            self.tally(Outcome::Late, raw);
             return Outcome::Late;
         }
         self.totals.streams += 1;
@@ -352,21 +375,48 @@ impl Pipeline {
         Outcome::Stream
     }
 
-    /// Re-insert a stream that was counted before a restart or a hand-over
-    /// (see [`WindowAggregator::restore_from`]); it is not counted again.
-    pub fn restore_from_source(
-        &mut self,
-        source: SourceId,
-        parsed: ParsedStream,
-        names: &[u8],
-    ) -> bool {
-        let stream = self.intern(parsed, names);
-        self.aggregator.restore_from(source, stream)
+    /// Re-insert the stream just decoded, counted before a restart or a
+    /// hand-over (see [`WindowAggregator::restore_from`]); it is not counted
+    /// again. False when no open window needs it.
+    pub fn restore_from_input(&mut self, input: SourceId, parsed: ParsedStream) -> bool {
+        let names = std::mem::take(&mut self.names);
+        let stream = self.intern(parsed, &names);
+        self.names = names;
+        self.aggregator.restore_from(input, stream)
+    }
+
+    /// Take on `input`, whose panes are in windows up to `emitted_through_ms`
+    /// (`i64::MIN` for a new one).
+    pub fn open_input(&mut self, input: SourceId, emitted_through_ms: i64) {
+        self.aggregator.add_source(input, emitted_through_ms);
+    }
+
+    /// Give up `input`: drop its panes (another owner takes it over).
+    pub fn close_input(&mut self, input: SourceId) {
+        self.aggregator.remove_source(input);
+    }
+
+    /// Windows ending at or before this already hold `input`'s panes.
+    pub fn emitted_through(&self, input: SourceId) -> i64 {
+        self.aggregator.emitted_through(input)
+    }
+
+    /// An input behind the windows closed here (taken over from a replica
+    /// that was behind) emits its share of them, up to `upto_ms`.
+    pub fn catch_up(&mut self, input: SourceId, upto_ms: i64) {
+        if self.aggregator.is_behind(input) {
+            self.aggregator.catch_up(input, upto_ms, &mut self.closed);
+        }
+    }
+
+    /// Everything before this has been emitted.
+    pub fn closed_through_ms(&self) -> Option<i64> {
+        self.aggregator.closed_through_ms()
     }
 
     /// The windows through this watermark close (it never moves back).
-    pub fn advance_to(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
-        self.advance(watermark_ms, out);
+    pub fn advance_to(&mut self, watermark_ms: i64) {
+        self.advance(watermark_ms);
     }
 
     /// Pane width of the windows.
@@ -379,27 +429,16 @@ impl Pipeline {
         self.aggregator.max_width_ms()
     }
 
-    /// The aggregator, for sources that manage per-source panes.
-    pub fn aggregator_mut(&mut self) -> &mut WindowAggregator {
-        &mut self.aggregator
-    }
-
-    /// Report this largest event time and watermark in the metrics instead
-    /// of the pipeline's own (sources with per-partition watermarks).
-    pub fn set_external_progress(&mut self, max_event_ms: Option<i64>, watermark_ms: Option<i64>) {
-        self.external_progress = Some((max_event_ms, watermark_ms));
-    }
-
-    fn advance(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
-        let before = out.len();
+    fn advance(&mut self, watermark_ms: i64) {
+        let before = self.closed.len();
         // Read the clock only when a window boundary is crossed.
         let started = self
             .aggregator
             .crosses_boundary(watermark_ms)
             .then(Instant::now);
-        self.aggregator.advance(watermark_ms, out);
-        if out.len() > before {
-            self.totals.windows += (out.len() - before) as u64;
+        self.aggregator.advance(watermark_ms, &mut self.closed);
+        if self.closed.len() > before {
+            self.totals.windows += (self.closed.len() - before) as u64;
             if let Some(started) = started {
                 self.close_started.get_or_insert(started);
             }
@@ -425,21 +464,32 @@ impl Pipeline {
 
     /// Periodic tick in live mode: moves the future bound with the wall
     /// clock and applies the idle rule.
-    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<WindowResult>) {
+    pub fn tick(&mut self, now_ms: i64) {
         self.parse_settings.bounds = TimeBounds::until(now_ms, self.max_future_ms);
         if let Some(watermark) = self.watermark.on_idle_check(now_ms) {
-            self.advance(watermark, out);
+            self.advance(watermark);
         }
     }
 
     /// End of input: emit every remaining window.
-    pub fn finish(&mut self, out: &mut Vec<WindowResult>) {
-        self.advance(i64::MAX, out);
+    pub fn finish(&mut self) {
+        self.advance(i64::MAX);
         if let Some(writer) = self.rejects.as_mut() {
             if let Err(error) = writer.flush() {
                 tracing::error!(%error, "cannot flush the rejects file");
             }
         }
+    }
+
+    /// True when windows closed since the last [`Pipeline::take_closed`].
+    #[inline]
+    pub fn has_closed(&self) -> bool {
+        !self.closed.is_empty()
+    }
+
+    /// The windows closed since the last call, in order, into `into`.
+    pub fn take_closed(&mut self, into: &mut Vec<WindowResult>) {
+        into.append(&mut self.closed);
     }
 
     /// When the windows returned since the last call began to close, to
@@ -449,16 +499,31 @@ impl Pipeline {
     }
 
     /// The trend detector's answer for the latest tumbling window, once.
-    pub fn take_trending(&mut self) -> Option<downbeat_operators::Trending> {
+    pub fn take_trending(&mut self) -> Option<Trending> {
         self.aggregator.take_trending()
     }
 
-    /// Publish counters and freshness gauges.
-    pub fn sync_metrics(&mut self, metrics: &Metrics, now_ms: i64) {
+    /// Publish the counters counted since the last call (before a
+    /// checkpoint reads them) and flush the rejects file.
+    pub fn flush_counters(&mut self) {
         self.ingest.flush();
-        let (max_event_ms, watermark_ms) = self
-            .external_progress
-            .unwrap_or((self.watermark.max_event_ms(), self.watermark.current_ms()));
+        if let Some(writer) = self.rejects.as_mut() {
+            let _ = writer.flush();
+        }
+    }
+
+    /// Publish counters and freshness gauges; `event_progress` is the
+    /// source's own (largest event time, watermark) when it keeps one per
+    /// input, else the single-input watermark's.
+    pub fn sync_metrics(
+        &mut self,
+        metrics: &Metrics,
+        now_ms: i64,
+        event_progress: Option<(Option<i64>, Option<i64>)>,
+    ) {
+        self.ingest.flush();
+        let (max_event_ms, watermark_ms) =
+            event_progress.unwrap_or((self.watermark.max_event_ms(), self.watermark.current_ms()));
         metrics.set_progress(Progress {
             now_ms,
             max_event_ms,
@@ -476,13 +541,17 @@ impl Pipeline {
         &self.totals
     }
 
-    /// Label of each window kind for metrics (`"1m"`, `"10m"`), by kind name.
-    pub fn window_label(&self, kind: &str) -> String {
+    /// Metric label of a window (`"1m"`, `"10m"`).
+    pub fn window_label(&self, id: WindowId) -> String {
+        self.aggregator.windows()[id.index()].label()
+    }
+
+    /// The window the trend detector scores (the first tumbling window).
+    pub fn trending_window(&self) -> Option<WindowId> {
         self.aggregator
             .windows()
             .iter()
-            .find(|spec| spec.kind().name() == kind)
-            .map(|spec| spec.label())
-            .unwrap_or_else(|| kind.to_owned())
+            .position(|spec| spec.kind() == downbeat_operators::WindowKind::Tumbling)
+            .map(|index| WindowId(index as u16))
     }
 }

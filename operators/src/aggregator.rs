@@ -29,7 +29,7 @@ use crate::pane::Pane;
 use crate::result::WindowResult;
 use crate::top_k::top_k;
 use crate::trending::{SongStreams, TrendDetector, Trending, TrendingConfig};
-use crate::window::{bucket_start, gcd, WindowError, WindowKind, WindowSpec};
+use crate::window::{bucket_start, gcd, WindowError, WindowId, WindowKind, WindowSpec};
 
 /// What the aggregator computes.
 #[derive(Clone, Debug)]
@@ -440,7 +440,8 @@ impl WindowAggregator {
         let spec = &self.windows[window];
         let start_ms = end_ms - spec.width_ms();
         WindowResult {
-            window: spec.kind().name(),
+            window: spec.kind(),
+            id: WindowId(window as u16),
             start_ms,
             end_ms,
             streams: window_state.streams(),
@@ -578,11 +579,11 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(
             (out[0].window, out[0].start_ms, out[0].end_ms),
-            ("tumbling", 60_000, 120_000)
+            (WindowKind::Tumbling, 60_000, 120_000)
         );
         assert_eq!(
             (out[1].window, out[1].start_ms, out[1].end_ms),
-            ("sliding", -480_000, 120_000)
+            (WindowKind::Sliding, -480_000, 120_000)
         );
         agg.advance(120_000, &mut out);
         assert_eq!(out.len(), 2, "emitted once");
@@ -594,7 +595,7 @@ mod tests {
         assert_eq!(out.len(), 2 + 9);
         assert!(out[2..]
             .iter()
-            .all(|w| w.window == "sliding" && w.streams == 1));
+            .all(|w| w.window == WindowKind::Sliding && w.streams == 1));
         assert_eq!(agg.live_panes(), 0);
         assert_eq!(agg.interned_songs(), 0, "names evicted with their panes");
     }
@@ -608,7 +609,10 @@ mod tests {
         }
         let mut out = Vec::new();
         agg.advance(180_000, &mut out);
-        let sliding: Vec<_> = out.iter().filter(|w| w.window == "sliding").collect();
+        let sliding: Vec<_> = out
+            .iter()
+            .filter(|w| w.window == WindowKind::Sliding)
+            .collect();
         let last = sliding.last().unwrap();
         assert_eq!(
             (last.end_ms, last.streams, last.active_users),
@@ -619,7 +623,7 @@ mod tests {
     }
 
     /// Sums of the records per (kind, end): streams and active users.
-    fn sums(out: &[WindowResult]) -> BTreeMap<(&'static str, i64), (u64, u64)> {
+    fn sums(out: &[WindowResult]) -> BTreeMap<(WindowKind, i64), (u64, u64)> {
         let mut sums = BTreeMap::new();
         for w in out {
             let entry = sums.entry((w.window, w.end_ms)).or_insert((0, 0));

@@ -19,7 +19,7 @@
 //! }).unwrap();
 //! let mut out = Vec::new();
 //! agg.flush(&mut out);
-//! assert_eq!(out[0].window, "tumbling");
+//! assert_eq!(out[0].window, downbeat_operators::WindowKind::Tumbling);
 //! assert_eq!(out[0].streams, 1);
 //! assert_eq!(out[0].top_songs[0].song, "One More Time");
 //! ```
@@ -53,4 +53,4 @@ pub use top_k::top_k;
 pub use trending::{
     SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,
 };
-pub use window::{bucket_start, WindowError, WindowKind, WindowSpec};
+pub use window::{bucket_start, WindowError, WindowId, WindowKind, WindowSpec};

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::breakdown::Breakdown;
 use crate::duration::DurationSummary;
+use crate::window::{WindowId, WindowKind};
 
 /// One song on a leaderboard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -21,8 +22,12 @@ pub struct SongCount {
 /// `active_users`, `top_songs`; `breakdown` and `listening` are extensions.
 #[derive(Clone, Debug, Serialize)]
 pub struct WindowResult {
-    /// `"tumbling"` or `"sliding"`.
-    pub window: &'static str,
+    /// Serialized as `"tumbling"` or `"sliding"`.
+    pub window: WindowKind,
+    /// Which configured window this is (not serialized: the record's
+    /// `window` field names the kind, as the public format says).
+    #[serde(skip)]
+    pub id: WindowId,
     /// Window start, epoch milliseconds, inclusive.
     pub start_ms: i64,
     /// Window end, epoch milliseconds, exclusive.

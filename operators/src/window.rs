@@ -13,7 +13,7 @@ pub fn bucket_start(time_ms: EventTimeMs, size_ms: i64) -> EventTimeMs {
 }
 
 /// The two window shapes downbeat emits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WindowKind {
     /// Width equals slide: every event is in exactly one window.
@@ -29,6 +29,19 @@ impl WindowKind {
             WindowKind::Tumbling => "tumbling",
             WindowKind::Sliding => "sliding",
         }
+    }
+}
+
+/// Which configured window a result belongs to: its place in the
+/// aggregator's window list. Two windows of the same kind (say a 1-minute
+/// and a 5-minute tumbling window) have different ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowId(pub u16);
+
+impl WindowId {
+    /// The index into the window list.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
     }
 }
 

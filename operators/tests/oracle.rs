@@ -302,7 +302,7 @@ struct Expected {
 
 fn exact_view(result: &WindowResult) -> Exact {
     Exact {
-        window: result.window,
+        window: result.window.name(),
         start_ms: result.start_ms,
         end_ms: result.end_ms,
         streams: result.streams,
@@ -425,7 +425,7 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 fn check_windows(got: &[WindowResult], want: &[Expected]) -> Result<(), TestCaseError> {
     let got_keys: Vec<(i64, &str, i64)> = got
         .iter()
-        .map(|w| (w.end_ms, w.window, w.start_ms))
+        .map(|w| (w.end_ms, w.window.name(), w.start_ms))
         .collect();
     let want_keys: Vec<(i64, &str, i64)> = want
         .iter()
@@ -738,7 +738,7 @@ proptest! {
         agg.flush(&mut out);
         prop_assert_eq!(agg.live_panes(), 0);
         prop_assert_eq!(agg.interned_songs(), 0);
-        let streams: u64 = out.iter().filter(|w| w.window == "tumbling").map(|w| w.streams).sum();
+        let streams: u64 = out.iter().filter(|w| w.window.name() == "tumbling").map(|w| w.streams).sum();
         prop_assert_eq!(streams, keyed.len() as u64, "every listen in exactly one minute");
     }
 }
@@ -880,7 +880,7 @@ fn aggregator_counts_many_users_within_two_percent() {
         assert_close(
             w.active_users,
             union_len(&ranges),
-            &format!("{} window ending {}", w.window, w.end_ms),
+            &format!("{} window ending {}", w.window.name(), w.end_ms),
         );
     }
 }

@@ -9,7 +9,7 @@
 //! between replicas.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -168,27 +168,6 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// Cut the window output back to what the checkpoint covers, so the
-/// windows emitted after it (before a crash) are not written twice.
-pub fn truncate_output(path: &Path, length: u64) -> Result<bool, CheckpointError> {
-    let file = match OpenOptions::new().write(true).open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => {
-            return Err(CheckpointError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
-    let current = file.metadata().map_err(io_error(path))?.len();
-    if current <= length {
-        return Ok(false);
-    }
-    file.set_len(length).map_err(io_error(path))?;
-    Ok(true)
-}
-
 /// A new checkpoint value for `version`.
 pub fn new_checkpoint(written_at_ms: i64) -> ReplicaCheckpoint {
     ReplicaCheckpoint {
@@ -233,15 +212,10 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_ignored_and_output_is_cut_back() {
+    fn a_corrupt_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let a = CheckpointStore::open(dir.path(), "g", "t", "a").unwrap();
         fs::write(dir.path().join("g.t.a.json"), b"{not json").unwrap();
         assert_eq!(a.load_own().unwrap(), None);
-        let out = dir.path().join("windows.jsonl");
-        fs::write(&out, b"0123456789").unwrap();
-        assert!(truncate_output(&out, 4).unwrap());
-        assert_eq!(fs::read(&out).unwrap(), b"0123");
-        assert!(!truncate_output(&out, 10).unwrap());
     }
 }

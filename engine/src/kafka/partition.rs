@@ -289,10 +289,11 @@ impl PartitionState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const GEOMETRY: PartitionGeometry = PartitionGeometry {
+    /// One-minute panes, 10-minute windows, 10 s of lateness.
+    pub(in crate::kafka) const GEOMETRY: PartitionGeometry = PartitionGeometry {
         allowed_lateness_ms: 10_000,
         pane_ms: 60_000,
         max_width_ms: 600_000,

@@ -1,0 +1,240 @@
+//! The state behind the JSON API and the live page: the latest window of
+//! each kind, an hour of tumbling windows, the trending songs, readiness.
+//! The driver writes it through [`ApiSink`]; the HTTP server only reads it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use dashmap::DashMap;
+use downbeat_operators::WindowKind;
+use serde_json::{json, Value};
+
+use super::{ClosedWindow, Sink, TrendingWindow};
+use crate::metrics::Metrics;
+use crate::output::now_ms;
+
+/// Tumbling windows kept for `/api/v1/windows/history` (an hour of 1-minute windows).
+pub const HISTORY_LEN: usize = 60;
+
+/// `/api/v1/trending` before anything was computed.
+pub const TRENDING_EMPTY: &str = r#"{"window_end_ms":null,"total_ratio":null,"songs":[]}"#;
+
+/// State the server reads; written by the driver through [`ApiSink`].
+pub struct ServerState {
+    /// Every exported series.
+    pub metrics: Arc<Metrics>,
+    /// Latest closed window per kind, as JSON.
+    pub latest: DashMap<WindowKind, String>,
+    /// The last [`HISTORY_LEN`] tumbling windows, as JSON, oldest first.
+    pub history: Mutex<VecDeque<String>>,
+    /// The trending-songs document served as is by `/api/v1/trending`:
+    /// `{"window_end_ms", "total_ratio", "songs": [{"rank", "artist", "song",
+    /// "streams", "baseline_streams", "ratio"}]}`; starts as [`TRENDING_EMPTY`].
+    pub trending: RwLock<String>,
+    /// True once the source is delivering and the pipeline runs.
+    pub ready: AtomicBool,
+}
+
+impl ServerState {
+    /// Fresh state, not ready.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            latest: DashMap::new(),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
+            trending: RwLock::new(TRENDING_EMPTY.to_owned()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// A closed window of `kind`, serialized: becomes the latest of its
+    /// kind, and tumbling windows join the history.
+    pub fn publish_window(&self, kind: WindowKind, json: String) {
+        if kind == WindowKind::Tumbling {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            if history.len() == HISTORY_LEN {
+                history.pop_front();
+            }
+            history.push_back(json.clone());
+        }
+        self.latest.insert(kind, json);
+    }
+
+    /// The tumbling-window history as a JSON array, oldest first.
+    pub fn history_json(&self) -> String {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(2 + history.iter().map(|w| w.len() + 1).sum::<usize>());
+        out.push('[');
+        for (i, window) in history.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(window);
+        }
+        out.push(']');
+        out
+    }
+
+    /// Totals and freshness, read from the same metric handles `/metrics`
+    /// encodes, plus the wall clock (`time_ms`) so a client can turn two
+    /// readings into rates.
+    pub fn stats_json(&self) -> String {
+        let stats = self.metrics.stats();
+        // The freshness gauges read 0 until the first event: report null.
+        let seconds = |value: f64| {
+            if value != 0.0 {
+                json!(value)
+            } else {
+                Value::Null
+            }
+        };
+        let has_watermark = stats.watermark_timestamp_seconds != 0.0;
+        json!({
+            "time_ms": now_ms(),
+            "ready": self.ready.load(Ordering::Relaxed),
+            "events_total": stats.events_total,
+            "streams_total": stats.streams_total,
+            "rejected_total": stats.rejected_by_reason.values().sum::<u64>(),
+            "late_total": stats.late_total,
+            "rejected_by_reason": stats.rejected_by_reason,
+            "windows_emitted_total": stats.windows_emitted_total,
+            "last_event_timestamp_seconds": seconds(stats.last_event_timestamp_seconds),
+            "watermark_timestamp_seconds": seconds(stats.watermark_timestamp_seconds),
+            "watermark_lag_seconds": if has_watermark {
+                json!(stats.watermark_lag_seconds)
+            } else {
+                Value::Null
+            },
+        })
+        .to_string()
+    }
+
+    /// `{"tumbling": <window or null>, "sliding": <window or null>}`.
+    pub fn latest_json(&self) -> String {
+        let get = |kind: WindowKind| {
+            self.latest
+                .get(&kind)
+                .map(|v| v.clone())
+                .unwrap_or_else(|| "null".to_owned())
+        };
+        format!(
+            "{{\"tumbling\":{},\"sliding\":{}}}",
+            get(WindowKind::Tumbling),
+            get(WindowKind::Sliding)
+        )
+    }
+}
+
+/// Closed windows and trending songs into the [`ServerState`].
+pub struct ApiSink(pub Arc<ServerState>);
+
+impl Sink for ApiSink {
+    fn window(&mut self, window: &ClosedWindow<'_>) -> io::Result<()> {
+        self.0
+            .publish_window(window.result.window, window.json.to_owned());
+        Ok(())
+    }
+
+    fn trending(&mut self, trending: &TrendingWindow<'_>) {
+        *self.0.trending.write().unwrap_or_else(|e| e.into_inner()) = trending.json.to_owned();
+    }
+
+    fn name(&self) -> &'static str {
+        "api"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ServerState {
+        ServerState::new(Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn history_keeps_the_last_hour_of_tumbling_windows_oldest_first() {
+        let state = state();
+        assert_eq!(state.history_json(), "[]");
+        for i in 0..HISTORY_LEN + 2 {
+            state.publish_window(WindowKind::Tumbling, format!("{{\"n\":{i}}}"));
+            state.publish_window(WindowKind::Sliding, format!("{{\"s\":{i}}}"));
+        }
+        let history: Vec<Value> = serde_json::from_str(&state.history_json()).unwrap();
+        assert_eq!(history.len(), HISTORY_LEN);
+        assert_eq!(history[0], json!({"n": 2}));
+        assert_eq!(history[HISTORY_LEN - 1], json!({"n": HISTORY_LEN + 1}));
+        assert_eq!(
+            state.latest_json(),
+            format!(
+                "{{\"tumbling\":{{\"n\":{0}}},\"sliding\":{{\"s\":{0}}}}}",
+                HISTORY_LEN + 1
+            )
+        );
+    }
+
+    #[test]
+    fn stats_start_empty_and_name_every_reason() {
+        let state = state();
+        let stats: Value = serde_json::from_str(&state.stats_json()).unwrap();
+        assert_eq!(stats["events_total"], 0);
+        assert_eq!(stats["rejected_total"], 0);
+        for reason in crate::decode::RejectReason::ALL {
+            assert_eq!(stats["rejected_by_reason"][reason.label()], 0, "{reason:?}");
+        }
+        assert_eq!(stats["watermark_timestamp_seconds"], Value::Null);
+        assert!(stats["time_ms"].as_i64().unwrap() > 0);
+        assert_eq!(*state.trending.read().unwrap(), TRENDING_EMPTY);
+    }
+
+    /// Every counter of `/api/v1/stats` moves with the series of the same
+    /// meaning in `/metrics`: a stats key wired to the wrong (or no)
+    /// series would stay at 0 here.
+    #[test]
+    fn stats_follow_the_exposition() {
+        let state = state();
+        let mut ingest = state.metrics.ingest();
+        for _ in 0..7 {
+            ingest.event();
+        }
+        for _ in 0..5 {
+            ingest.stream(downbeat_operators::Dimensions::default(), None);
+        }
+        for _ in 0..3 {
+            ingest.late();
+        }
+        ingest.rejected(crate::decode::RejectReason::InvalidJson);
+        ingest.flush();
+        state.metrics.set_progress(crate::metrics::Progress {
+            now_ms: 10_000,
+            max_event_ms: Some(9_000),
+            watermark_ms: Some(8_000),
+            live_panes: 0,
+            interned_songs: 0,
+        });
+        let stats: Value = serde_json::from_str(&state.stats_json()).unwrap();
+        let exposition = String::from_utf8(state.metrics.encode()).unwrap();
+        let sample = |name: &str| -> f64 {
+            exposition
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(stats["events_total"], 7);
+        assert_eq!(sample("downbeat_events_total"), 7.0);
+        assert_eq!(stats["streams_total"], 5);
+        assert_eq!(sample("downbeat_streams_total"), 5.0);
+        assert_eq!(stats["late_total"], 3);
+        assert_eq!(sample("downbeat_late_events_total"), 3.0);
+        assert_eq!(stats["rejected_by_reason"]["invalid_json"], 1);
+        assert_eq!(stats["rejected_total"], 1);
+        assert_eq!(stats["watermark_timestamp_seconds"], 8.0);
+        assert_eq!(sample("downbeat_watermark_timestamp_seconds"), 8.0);
+        assert_eq!(stats["last_event_timestamp_seconds"], 9.0);
+        assert_eq!(stats["watermark_lag_seconds"], 2.0);
+    }
+}

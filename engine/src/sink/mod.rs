@@ -1,0 +1,54 @@
+//! Where closed windows go, behind one interface: the metrics, the state of
+//! the JSON API and live page, the window output file or stdout. Adding an
+//! output is one file that implements [`Sink`].
+
+pub mod api;
+pub mod emit;
+pub mod metrics;
+
+use std::io;
+
+use downbeat_operators::{Trending, WindowResult};
+
+/// A closed window as the sinks see it.
+pub struct ClosedWindow<'a> {
+    /// The result.
+    pub result: &'a WindowResult,
+    /// Its JSON Lines record (without the newline).
+    pub json: &'a str,
+    /// Its metric label (`"1m"`, `"10m"`).
+    pub label: &'a str,
+}
+
+/// The trend detector's answer for the latest tumbling window.
+pub struct TrendingWindow<'a> {
+    /// The answer.
+    pub trending: &'a Trending,
+    /// As served by `/api/v1/trending`.
+    pub json: &'a str,
+    /// The scored window's metric label.
+    pub label: &'a str,
+}
+
+/// An output of closed windows.
+pub trait Sink {
+    /// A window closed.
+    fn window(&mut self, window: &ClosedWindow<'_>) -> io::Result<()>;
+
+    /// The latest tumbling window was scored for trending songs.
+    fn trending(&mut self, _trending: &TrendingWindow<'_>) {}
+
+    /// The windows of one close are all out: flush.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Make what was written durable (before a checkpoint); the length of
+    /// the output, when it is a file that a restart can cut back to it.
+    fn persist(&mut self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// A name for log lines.
+    fn name(&self) -> &'static str;
+}

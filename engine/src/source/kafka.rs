@@ -1,0 +1,405 @@
+//! Kafka partitions as a source (`run --source kafka`): the consumer loop.
+//! Records are admitted by the group state machine, decoded and counted by
+//! the pipeline, each partition with its own watermark; rebalances and
+//! fetch reports are fed to the state machine after each poll; checkpoints
+//! are written on a timer, on revoke and on shutdown. See the README's
+//! "Kafka: delivery, recovery and scale-out" for the design.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::{EventProgress, Ingest, Pumped, Source, SourceError};
+use crate::config::KafkaConfig;
+use crate::kafka::checkpoint::{new_checkpoint, CheckpointStore, ReplicaCheckpoint};
+use crate::kafka::client::{client_config, ClientCallbacks, ClientEvent};
+use crate::kafka::group::{Admit, Group, PendingCheckpoint, SeenStream};
+use crate::kafka::metrics::KafkaMetrics;
+use crate::kafka::partition::PartitionGeometry;
+use crate::output::now_ms;
+use crate::pipeline::{Outcome, Parsed};
+
+/// The consumer, the group state machine, and what they report.
+pub struct KafkaSource {
+    consumer: BaseConsumer<ClientCallbacks>,
+    events: Arc<Mutex<Vec<ClientEvent>>>,
+    closing: Arc<AtomicBool>,
+    topic: String,
+    group: Group,
+    store: Option<CheckpointStore>,
+    checkpoint_interval: Duration,
+    last_checkpoint: Instant,
+    kafka_metrics: Arc<KafkaMetrics>,
+    ingest_latencies: Vec<Duration>,
+    apply_nanos: Vec<u64>,
+    event_progress: Option<EventProgress>,
+}
+
+/// Where a replica keeps its checkpoints, and what it finds there at start.
+pub struct Recovery {
+    /// The checkpoint store (None: no `kafka.checkpoint_dir`).
+    pub store: Option<CheckpointStore>,
+    /// This replica's own last checkpoint.
+    pub own: Option<ReplicaCheckpoint>,
+}
+
+impl Recovery {
+    /// Open the checkpoint directory of `kafka`, if one is set, as `replica`.
+    pub fn open(kafka: &KafkaConfig, replica: &str) -> anyhow::Result<Self> {
+        let Some(dir) = &kafka.checkpoint_dir else {
+            tracing::warn!("no kafka.checkpoint_dir: after a crash or a rebalance, windows in progress restart empty (offsets are still committed after processing)");
+            return Ok(Self {
+                store: None,
+                own: None,
+            });
+        };
+        let store = CheckpointStore::open(Path::new(dir), &kafka.group, &kafka.topic, replica)?;
+        let own = store.load_own()?;
+        Ok(Self {
+            store: Some(store),
+            own,
+        })
+    }
+}
+
+impl KafkaSource {
+    /// Subscribe to `kafka.topic` in `kafka.group`.
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        geometry: PartitionGeometry,
+        idle_timeout_ms: i64,
+        recovery: Recovery,
+        kafka_metrics: Arc<KafkaMetrics>,
+    ) -> anyhow::Result<Self> {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let closing = Arc::new(AtomicBool::new(false));
+        let callbacks = ClientCallbacks::new(
+            Arc::clone(&events),
+            Arc::clone(&closing),
+            Arc::clone(&kafka_metrics),
+            kafka.topic.clone(),
+        );
+        let consumer: BaseConsumer<ClientCallbacks> =
+            client_config(kafka).create_with_context(callbacks)?;
+        consumer.subscribe(&[&kafka.topic])?;
+        let carried = recovery.own.into_iter().flat_map(|own| own.partitions);
+        Ok(Self {
+            consumer,
+            events,
+            closing,
+            topic: kafka.topic.clone(),
+            group: Group::new(geometry, idle_timeout_ms, carried),
+            store: recovery.store,
+            checkpoint_interval: Duration::from_millis(kafka.checkpoint_interval_ms),
+            last_checkpoint: Instant::now(),
+            kafka_metrics,
+            ingest_latencies: Vec::new(),
+            apply_nanos: Vec::new(),
+            event_progress: None,
+        })
+    }
+
+    /// One record: admitted by the state machine, counted by the pipeline.
+    /// Returns an offset to seek the partition back to.
+    fn on_record(
+        group: &mut Group,
+        ingest_latencies: &mut Vec<Duration>,
+        message: &BorrowedMessage<'_>,
+        ingest: &mut dyn Ingest,
+    ) -> Option<i64> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let restore = match group.admit(partition, offset) {
+            Admit::Skip => return None,
+            Admit::SeekBack(to) => {
+                tracing::info!(
+                    partition,
+                    offset,
+                    seek_to = to,
+                    "records skipped after a seek; seeking further back"
+                );
+                return Some(to);
+            }
+            Admit::Restore => true,
+            Admit::Count => false,
+        };
+        let now = now_ms();
+        let raw = message.payload().unwrap_or_default();
+        let pipeline = ingest.pipeline();
+        let parsed = pipeline.decode_record(message.payload());
+        let seen = match parsed {
+            Parsed::Stream(stream) if restore => {
+                let time_ms = stream.time_ms();
+                let in_pane = !group.is_late(partition, time_ms)
+                    && pipeline.restore_from_input(partition as u32, stream);
+                Some(SeenStream { time_ms, in_pane })
+            }
+            Parsed::Stream(stream) => {
+                let time_ms = stream.time_ms();
+                let late = group.is_late(partition, time_ms);
+                let outcome = pipeline.count_from_input(partition as u32, stream, late, raw);
+                let in_pane = outcome == Outcome::Stream;
+                if let (true, Some(ms)) = (in_pane, message.timestamp().to_millis()) {
+                    let latency = now.saturating_sub(ms).max(0) as u64;
+                    ingest_latencies.push(Duration::from_millis(latency));
+                }
+                Some(SeenStream { time_ms, in_pane })
+            }
+            _ if restore => None,
+            other => {
+                pipeline.apply_from_input(other, raw);
+                None
+            }
+        };
+        let progressed = group.record_done(partition, offset, restore, seen, now);
+        if let Some(upto) = progressed.catch_up_to {
+            pipeline.catch_up(partition as u32, upto);
+        }
+        if progressed.advance {
+            if let Some(watermark) = group.watermark(now) {
+                pipeline.advance_to(watermark);
+            }
+        }
+        if pipeline.has_closed() {
+            ingest.publish();
+        }
+        None
+    }
+
+    /// Feed the client's queued events to the state machine.
+    fn handle_events(&mut self, ingest: &mut dyn Ingest) {
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        for event in events {
+            match event {
+                ClientEvent::Fetch(fetch) => self.group.set_fetch(fetch),
+                ClientEvent::Assigned(assignment) => self.assign(assignment, ingest),
+                ClientEvent::Revoked => {
+                    tracing::info!("partitions revoked");
+                    self.revoke(ingest);
+                }
+                ClientEvent::RebalanceFailed(error) => {
+                    tracing::error!(?error, "rebalance failed");
+                    self.revoke(ingest);
+                }
+            }
+        }
+    }
+
+    /// New partitions: resume each from its newest checkpoint or the
+    /// group's committed offset, then take the assignment.
+    fn assign(&mut self, mut assignment: TopicPartitionList, ingest: &mut dyn Ingest) {
+        let partitions: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let committed = self.committed(&assignment);
+        let checkpoints = match &self.store {
+            Some(store) => store.latest_partitions().unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read checkpoints; starting assigned partitions from committed offsets");
+                BTreeMap::new()
+            }),
+            None => BTreeMap::new(),
+        };
+        for start in self
+            .group
+            .assign(&partitions, &checkpoints, &committed, now_ms())
+        {
+            ingest
+                .pipeline()
+                .open_input(start.partition as u32, start.emitted_through_ms);
+            if let Some(offset) = start.fetch_from {
+                let _ = assignment.set_partition_offset(
+                    &self.topic,
+                    start.partition,
+                    Offset::Offset(offset),
+                );
+            }
+            tracing::info!(partition = start.partition, fetch_from = ?start.fetch_from, resumed = checkpoints.contains_key(&start.partition), "partition assigned");
+        }
+        if let Err(error) = self.consumer.assign(&assignment) {
+            tracing::error!(%error, "cannot assign partitions");
+        }
+        self.kafka_metrics.set_assigned(self.group.held().count());
+        self.update_readiness(ingest);
+    }
+
+    /// The group's committed offsets of `assignment`.
+    fn committed(&self, assignment: &TopicPartitionList) -> BTreeMap<i32, i64> {
+        let committed = self
+            .consumer
+            .committed_offsets(assignment.clone(), Duration::from_secs(10))
+            .map_err(|error| tracing::warn!(%error, "cannot read the group's committed offsets"))
+            .unwrap_or_default();
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some((e.partition(), offset)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Partitions leave: checkpoint them, commit, then drop their panes.
+    fn revoke(&mut self, ingest: &mut dyn Ingest) {
+        self.checkpoint(ingest);
+        let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
+        for partition in self.group.revoke() {
+            ingest.pipeline().close_input(partition as u32);
+            self.kafka_metrics.forget_partition(partition);
+        }
+        if let Err(error) = self.consumer.unassign() {
+            tracing::error!(%error, "cannot drop the assignment");
+        }
+        self.kafka_metrics.set_assigned(0);
+        self.update_readiness(ingest);
+    }
+
+    /// Write a checkpoint of every held partition, then store their offsets
+    /// for the next commit. Without a checkpoint directory, only the
+    /// offsets are stored.
+    fn checkpoint(&mut self, ingest: &mut dyn Ingest) {
+        let persisted = ingest.persist();
+        let pipeline = ingest.pipeline();
+        let pending = self
+            .group
+            .checkpoint(|p| pipeline.emitted_through(p as u32));
+        if let Some(store) = &self.store {
+            let checkpoint = ReplicaCheckpoint {
+                emitted_bytes: persisted.emitted_bytes,
+                counters: persisted.counters,
+                partitions: pending.partitions.clone(),
+                ..new_checkpoint(now_ms())
+            };
+            let saved = store.save(&checkpoint);
+            self.kafka_metrics.checkpoint(saved.is_ok());
+            if let Err(error) = saved {
+                tracing::error!(%error, "checkpoint failed; offsets not committed");
+                return;
+            }
+        }
+        self.store_offsets(&pending);
+    }
+
+    fn store_offsets(&mut self, pending: &PendingCheckpoint) {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next_offset) in self.group.checkpoint_saved(pending) {
+            let _ =
+                offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset));
+        }
+        if offsets.count() > 0 {
+            if let Err(error) = self.consumer.store_offsets(&offsets) {
+                tracing::debug!(%error, "cannot store offsets");
+            }
+        }
+    }
+
+    fn update_readiness(&self, ingest: &mut dyn Ingest) {
+        let ready = self.group.held().next().is_some() && self.kafka_metrics.connected();
+        ingest.set_ready(ready);
+    }
+
+    fn report(&mut self, now: i64, ingest: &mut dyn Ingest) {
+        let watermark = self
+            .group
+            .watermark(now)
+            .or(ingest.pipeline().closed_through_ms());
+        self.event_progress = Some(EventProgress {
+            max_event_ms: self.group.max_event_ms(),
+            watermark_ms: watermark,
+        });
+        for (partition, next, watermark, lag) in self.group.partition_progress() {
+            self.kafka_metrics
+                .set_partition_progress(partition, next, watermark);
+            if let Some(lag) = lag {
+                self.kafka_metrics.set_lag(partition, lag);
+            }
+        }
+        self.kafka_metrics.restored(self.group.take_restored());
+        self.kafka_metrics
+            .record_ingest_latencies(&mut self.ingest_latencies);
+        self.kafka_metrics
+            .record_apply_latencies(&mut self.apply_nanos);
+        self.update_readiness(ingest);
+    }
+}
+
+impl Source for KafkaSource {
+    fn pump(&mut self, timeout: Duration, ingest: &mut dyn Ingest) -> Result<Pumped, SourceError> {
+        let polled = self.consumer.poll(timeout);
+        let started = Instant::now();
+        let pumped = match polled {
+            Some(Ok(message)) => {
+                let seek = Self::on_record(
+                    &mut self.group,
+                    &mut self.ingest_latencies,
+                    &message,
+                    ingest,
+                );
+                self.apply_nanos.push(started.elapsed().as_nanos() as u64);
+                let partition = message.partition();
+                drop(message);
+                if let Some(offset) = seek {
+                    let sought = self.consumer.seek(
+                        &self.topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(5),
+                    );
+                    if let Err(error) = sought {
+                        tracing::error!(%error, partition, "seek failed");
+                    }
+                }
+                Pumped::Data
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "kafka consume error");
+                Pumped::Idle
+            }
+            None => Pumped::Idle,
+        };
+        self.handle_events(ingest);
+        Ok(pumped)
+    }
+
+    fn tick(&mut self, now_ms: i64, ingest: &mut dyn Ingest) {
+        self.handle_events(ingest);
+        for partition in self.group.idle_caught_up(now_ms) {
+            ingest.pipeline().catch_up(partition as u32, i64::MAX);
+        }
+        if let Some(watermark) = self.group.watermark(now_ms) {
+            ingest.pipeline().advance_to(watermark);
+        }
+        ingest.publish();
+        self.report(now_ms, ingest);
+        if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
+            self.last_checkpoint = Instant::now();
+            self.checkpoint(ingest);
+        }
+    }
+
+    fn event_progress(&self) -> Option<EventProgress> {
+        self.event_progress
+    }
+
+    fn close(&mut self, ingest: &mut dyn Ingest) {
+        ingest.set_ready(false);
+        self.checkpoint(ingest);
+        let _ = self.consumer.commit_consumer_state(CommitMode::Sync);
+        // Leaving the group revokes the partitions, so another replica
+        // takes them over at once; the checkpoint above covers them.
+        self.closing.store(true, Ordering::Relaxed);
+        self.consumer.unsubscribe();
+        let _ = self.consumer.poll(Duration::from_millis(100));
+    }
+
+    fn manages_readiness(&self) -> bool {
+        true
+    }
+}
