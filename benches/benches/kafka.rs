@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,7 @@ fn bare_consumer(brokers: &str, topic: &str, events: u64) -> f64 {
 
 /// Events per second `downbeat run` counts, from its first counted event
 /// to the last (read off its own metrics every 20 ms).
-fn downbeat_consumer(bin: &PathBuf, brokers: &str, topic: &str, events: u64) -> f64 {
+fn downbeat_consumer(bin: &Path, brokers: &str, topic: &str, events: u64) -> f64 {
     let port = free_port();
     let _engine = Killed(
         Command::new(bin)
@@ -175,9 +175,15 @@ fn main() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let brokers = format!("127.0.0.1:{port}");
+    let ours = backlog(&bin, port, &brokers, events);
+    live(&bin, port, &brokers, ours);
+}
+
+/// Throughput on a backlog, against a bare consumer; returns ours.
+fn backlog(bin: &Path, port: u16, brokers: &str, events: u64) -> f64 {
     create_topic(port, "backlog");
-    let produced = Command::new(&bin)
-        .args(["produce", "--brokers", &brokers, "--topic", "backlog"])
+    let produced = Command::new(bin)
+        .args(["produce", "--brokers", brokers, "--topic", "backlog"])
         .args([
             "--count",
             &events.to_string(),
@@ -191,26 +197,29 @@ fn main() {
     assert!(produced.success());
 
     // Alternate, since the shared machine's speed drifts.
-    let bare = bare_consumer(&brokers, "backlog", events);
-    let ours = downbeat_consumer(&bin, &brokers, "backlog", events);
-    let bare_again = bare_consumer(&brokers, "backlog", events);
+    let bare = bare_consumer(brokers, "backlog", events);
+    let ours = downbeat_consumer(bin, brokers, "backlog", events);
+    let bare_again = bare_consumer(brokers, "backlog", events);
     println!("backlog of {events} EventSim events, 4 partitions, tansu on the same 2 cores:");
     println!("  bare rdkafka consumer: {bare:.0} then {bare_again:.0} events/s");
     println!(
         "  downbeat run:          {ours:.0} events/s ({:.0}% of the faster bare run)",
         100.0 * ours / bare.max(bare_again)
     );
+    ours
+}
 
-    // Latency at half the measured rate, events stamped with the wall clock.
+/// Latency at half the measured rate, events stamped with the wall clock.
+fn live(bin: &Path, port: u16, brokers: &str, ours: f64) {
     let rate = (ours / 2.0).round();
     create_topic(port, "live");
     let engine_port = free_port();
     let _engine = Killed(
-        Command::new(&bin)
+        Command::new(bin)
             .args([
                 "run",
                 "--brokers",
-                &brokers,
+                brokers,
                 "--topic",
                 "live",
                 "--group",
@@ -226,11 +235,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let producer = Killed(
-        Command::new(&bin)
+        Command::new(bin)
             .args([
                 "produce",
                 "--brokers",
-                &brokers,
+                brokers,
                 "--topic",
                 "live",
                 "--rate",
@@ -251,6 +260,10 @@ fn main() {
     std::thread::sleep(run);
     let m = metrics(engine_port);
     drop(producer);
+    report_latencies(&m, rate, run);
+}
+
+fn report_latencies(m: &BTreeMap<String, f64>, rate: f64, run: Duration) {
     let q = |name: &str, quantile: &str| {
         m.get(&format!("{name}{{quantile=\"{quantile}\"}}"))
             .copied()

@@ -243,6 +243,16 @@ impl Config {
 
     /// Check every field; the message names the first field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_windows()?;
+        self.validate_input()?;
+        self.validate_source()?;
+        self.validate_kafka()?;
+        self.validate_generator()?;
+        self.validate_trending()?;
+        Ok(())
+    }
+
+    fn validate_windows(&self) -> Result<(), ConfigError> {
         let w = &self.windows;
         if w.tumbling_width_secs == 0 || w.tumbling_width_secs > 86_400 {
             return Err(invalid(
@@ -283,6 +293,10 @@ impl Config {
                 "must be between 100 and 86400000",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_input(&self) -> Result<(), ConfigError> {
         if self.input.max_line_bytes < 1024 || self.input.max_line_bytes > 1 << 30 {
             return Err(invalid(
                 "input.max_line_bytes",
@@ -298,6 +312,10 @@ impl Config {
         if self.input.max_future_ms > 365 * 86_400_000 {
             return Err(invalid("input.max_future_ms", "must be at most one year"));
         }
+        Ok(())
+    }
+
+    fn validate_source(&self) -> Result<(), ConfigError> {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "http.listen",
@@ -311,7 +329,7 @@ impl Config {
         if !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0) {
             return Err(invalid(
                 "source.rate_per_sec",
-                "must be a number between 0 and 10000000",
+                "must be a number greater than 0 and at most 10000000",
             ));
         }
         if self.source.kind == SourceKind::File
@@ -322,9 +340,6 @@ impl Config {
                 "is required when source.kind is \"file\"",
             ));
         }
-        self.validate_kafka()?;
-        self.validate_generator()?;
-        self.validate_trending()?;
         Ok(())
     }
 

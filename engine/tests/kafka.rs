@@ -5,6 +5,7 @@
 //! goes away.
 //!
 //! Needs `tansu` on PATH (`.ci/run` installs it).
+#![allow(clippy::too_many_lines)] // a test reads top to bottom, as one scenario
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `downbeat run` end to end: the HTTP endpoints, a parseable exposition whose
 //! counters move, windows from a file source closed by the idle watermark,
 //! and a server that survives malformed HTTP.
+#![allow(clippy::too_many_lines)] // a test reads top to bottom, as one scenario
 
 mod common;
 

@@ -99,6 +99,19 @@ pub struct PendingCheckpoint {
     pub held: usize,
 }
 
+/// Where one held partition is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition: i32,
+    /// Next offset to process.
+    pub next_offset: Option<i64>,
+    /// Its watermark.
+    pub watermark_ms: Option<i64>,
+    /// Records behind the end of the log, when the client reported it.
+    pub lag_records: Option<i64>,
+}
+
 /// The group state of one replica.
 pub struct Group {
     geometry: PartitionGeometry,
@@ -324,18 +337,22 @@ impl Group {
             .max()
     }
 
-    /// Per held partition: next offset to process, its watermark, and its
-    /// lag behind the end of the log (when the client reported it).
-    pub fn partition_progress(&self) -> Vec<(i32, Option<i64>, Option<i64>, Option<i64>)> {
+    /// Where each held partition is, for its series.
+    pub fn partition_progress(&self) -> Vec<PartitionProgress> {
         self.partitions
             .values()
             .map(|state| {
-                let next = state.next_offset();
-                let lag = self.fetch.get(&state.partition()).and_then(|f| {
-                    let position = next.unwrap_or(f.fetch_offset - f.queued);
+                let next_offset = state.next_offset();
+                let lag_records = self.fetch.get(&state.partition()).and_then(|f| {
+                    let position = next_offset.unwrap_or(f.fetch_offset - f.queued);
                     (f.high_offset >= 0).then(|| (f.high_offset - position).max(0))
                 });
-                (state.partition(), next, state.watermark_ms(), lag)
+                PartitionProgress {
+                    partition: state.partition(),
+                    next_offset,
+                    watermark_ms: state.watermark_ms(),
+                    lag_records,
+                }
             })
             .collect()
     }

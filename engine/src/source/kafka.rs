@@ -314,10 +314,14 @@ impl KafkaSource {
             max_event_ms: self.group.max_event_ms(),
             watermark_ms: watermark,
         });
-        for (partition, next, watermark, lag) in self.group.partition_progress() {
-            self.kafka_metrics
-                .set_partition_progress(partition, next, watermark);
-            if let Some(lag) = lag {
+        for progress in self.group.partition_progress() {
+            let partition = progress.partition;
+            self.kafka_metrics.set_partition_progress(
+                partition,
+                progress.next_offset,
+                progress.watermark_ms,
+            );
+            if let Some(lag) = progress.lag_records {
                 self.kafka_metrics.set_lag(partition, lag);
             }
         }
