@@ -4,8 +4,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use downbeat::decode::{decode, Decoded, TimeBounds};
 use downbeat::json_scan::scan_object;
 use downbeat_operators::{
-    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, SongCatalog, SongId,
-    SongStreams, Stream, TrendDetector, TrendingConfig, WindowAggregator,
+    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, Play, SongCatalog, SongId,
+    SongStreams, TrendDetector, TrendingConfig, WindowAggregator,
 };
 
 const LINES: usize = 10_000;
@@ -38,16 +38,16 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| {
             lines
                 .iter()
-                .filter(|line| matches!(decode(line, bounds), Decoded::Stream(_)))
+                .filter(|line| matches!(decode(line, bounds), Decoded::Play(_)))
                 .count()
         })
     });
     group.finish();
 }
 
-fn streams(agg: &mut WindowAggregator, count: usize) -> Vec<Stream> {
+fn streams(agg: &mut WindowAggregator, count: usize) -> Vec<Play> {
     (0..count)
-        .map(|i| Stream {
+        .map(|i| Play {
             time_ms: START_MS + i as i64,
             user_hash: user_hash(&(i % 5_000).to_le_bytes()),
             song: agg.intern("artist", &format!("song {}", (i * 7919) % 20_000)),

@@ -95,7 +95,7 @@ pub struct Listen<'a> {
 #[derive(Debug, PartialEq)]
 pub enum Decoded<'a> {
     /// A stream to count.
-    Stream(Listen<'a>),
+    Play(Listen<'a>),
     /// A valid event that is not a play (EventSim pages other than NextSong).
     NotAStream,
     /// Refused, with the reason.
@@ -441,7 +441,7 @@ impl<'a> Record<'a> {
             state,
             gender: Gender::parse(text(&self.gender)),
         };
-        Decoded::Stream(Listen {
+        Decoded::Play(Listen {
             time_ms,
             user,
             artist: self.artist.map(|a| a.0).unwrap_or(Cow::Borrowed("")),
@@ -535,7 +535,7 @@ mod tests {
 
     fn listen(line: &str) -> Listen<'_> {
         match decode(line.as_bytes(), BOUNDS) {
-            Decoded::Stream(listen) => listen,
+            Decoded::Play(listen) => listen,
             other => panic!("{line}: {other:?}"),
         }
     }
@@ -721,7 +721,7 @@ mod tests {
     /// What `decode` returns, owned, for comparing with the reference.
     #[derive(Debug, PartialEq)]
     enum Owned {
-        Stream {
+        Play {
             time_ms: i64,
             user: u64,
             artist: String,
@@ -735,7 +735,7 @@ mod tests {
 
     fn owned(decoded: Decoded<'_>) -> Owned {
         match decoded {
-            Decoded::Stream(l) => Owned::Stream {
+            Decoded::Play(l) => Owned::Play {
                 time_ms: l.time_ms,
                 user: l.user.hash(),
                 artist: l.artist.into_owned(),
@@ -867,7 +867,7 @@ mod tests {
             .or(get("duration"))
             .map(|v| v.as_f64().unwrap())
             .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s));
-        Owned::Stream {
+        Owned::Play {
             time_ms,
             user,
             artist: or_empty("artist"),

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, SourceId, Stream, Trending, WindowAggregator, WindowError,
+    AggregatorConfig, Dimensions, Play, SourceId, Trending, WindowAggregator, WindowError,
     WindowId, WindowResult,
 };
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub struct ParseSettings {
 /// A decoded stream that owns nothing: its names are ranges of a separate
 /// buffer, so batches of them can cross threads cheaply.
 #[derive(Clone, Copy, Debug)]
-pub struct ParsedStream {
+pub struct ParsedPlay {
     time_ms: i64,
     user_hash: u64,
     song_hash: u64,
@@ -78,7 +78,7 @@ pub struct ParsedStream {
     duration_ms: Option<u32>,
 }
 
-impl ParsedStream {
+impl ParsedPlay {
     /// Event time.
     pub fn time_ms(&self) -> i64 {
         self.time_ms
@@ -100,7 +100,7 @@ impl ParsedStream {
 #[derive(Clone, Copy, Debug)]
 pub enum Parsed {
     /// A stream to count.
-    Stream(ParsedStream),
+    Play(ParsedPlay),
     /// A valid event that is not a play.
     NotAStream,
     /// Refused.
@@ -115,13 +115,13 @@ pub fn parse_line(line: &Line<'_>, settings: &ParseSettings, names: &mut Vec<u8>
         return Parsed::Rejected(RejectReason::LineTooLong);
     }
     match decode(line.bytes, settings.bounds) {
-        Decoded::Stream(listen) => {
+        Decoded::Play(listen) => {
             let mut push = |text: &str| {
                 let start = names.len() as u32;
                 names.extend_from_slice(text.as_bytes());
                 (start, names.len() as u32)
             };
-            Parsed::Stream(ParsedStream {
+            Parsed::Play(ParsedPlay {
                 time_ms: listen.time_ms,
                 user_hash: listen.user.hash(),
                 song_hash: std::hash::BuildHasher::hash_one(
@@ -255,7 +255,7 @@ impl Pipeline {
         self.totals.lines += 1;
         self.ingest.event();
         let outcome = match parsed {
-            Parsed::Stream(stream) => self.count(stream, names),
+            Parsed::Play(stream) => self.count(stream, names),
             Parsed::NotAStream => Outcome::NotAStream,
             Parsed::Rejected(reason) => Outcome::Rejected(reason),
         };
@@ -289,7 +289,7 @@ impl Pipeline {
         }
     }
 
-    fn count(&mut self, parsed: ParsedStream, names: &[u8]) -> Outcome {
+    fn count(&mut self, parsed: ParsedPlay, names: &[u8]) -> Outcome {
         // `insert` refuses late streams (and forgets a name interned only
         // for them), so lateness is checked once.
         let stream = self.intern(parsed, names);
@@ -305,9 +305,9 @@ impl Pipeline {
 
     /// The stream of `parsed`, its song interned (names are in `names`).
     #[inline]
-    fn intern(&mut self, parsed: ParsedStream, names: &[u8]) -> Stream {
+    fn intern(&mut self, parsed: ParsedPlay, names: &[u8]) -> Play {
         let (artist, song) = parsed.names(names);
-        Stream {
+        Play {
             time_ms: parsed.time_ms,
             user_hash: parsed.user_hash,
             song: self
@@ -339,7 +339,7 @@ impl Pipeline {
     pub fn apply_from_input(&mut self, parsed: Parsed, raw: &[u8]) -> Outcome {
         let names = std::mem::take(&mut self.names);
         let outcome = match parsed {
-            Parsed::Stream(_) => unreachable!("streams of an input go through count_from_input"),
+            Parsed::Play(_) => unreachable!("streams of an input go through count_from_input"),
             other => self.apply(other, &names, raw),
         };
         self.names = names;
@@ -353,7 +353,7 @@ impl Pipeline {
     pub fn count_from_input(
         &mut self,
         input: SourceId,
-        parsed: ParsedStream,
+        parsed: ParsedPlay,
         late_in_input: bool,
         raw: &[u8],
     ) -> Outcome {
@@ -378,7 +378,7 @@ impl Pipeline {
     /// Re-insert the stream just decoded, counted before a restart or a
     /// hand-over (see [`WindowAggregator::restore_from`]); it is not counted
     /// again. False when no open window needs it.
-    pub fn restore_from_input(&mut self, input: SourceId, parsed: ParsedStream) -> bool {
+    pub fn restore_from_input(&mut self, input: SourceId, parsed: ParsedPlay) -> bool {
         let names = std::mem::take(&mut self.names);
         let stream = self.intern(parsed, &names);
         self.names = names;

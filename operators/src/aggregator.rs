@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
 use crate::catalog::SongCatalog;
-use crate::event::{EventTimeMs, SongId, Stream};
+use crate::event::{EventTimeMs, Play, SongId};
 use crate::operator::Operator;
 use crate::pane::Pane;
 use crate::result::WindowResult;
@@ -179,13 +179,13 @@ impl WindowAggregator {
 
     /// Count one stream into its pane, unless its windows are already emitted.
     #[inline]
-    pub fn insert(&mut self, stream: Stream) -> Result<(), LateEvent> {
+    pub fn insert(&mut self, stream: Play) -> Result<(), LateEvent> {
         self.insert_from(0, stream)
     }
 
     /// [`WindowAggregator::insert`] for one of several sources.
     #[inline]
-    pub fn insert_from(&mut self, source: SourceId, stream: Stream) -> Result<(), LateEvent> {
+    pub fn insert_from(&mut self, source: SourceId, stream: Play) -> Result<(), LateEvent> {
         if self.is_late_from(source, stream.time_ms) {
             self.late_events += 1;
             self.catalog.forget_if_unreferenced(stream.song);
@@ -203,7 +203,7 @@ impl WindowAggregator {
     /// then), so it goes into its pane even if this aggregator has closed
     /// the window, unless every window holding the pane already holds the
     /// source. Returns false when the stream was not needed.
-    pub fn restore_from(&mut self, source: SourceId, stream: Stream) -> bool {
+    pub fn restore_from(&mut self, source: SourceId, stream: Play) -> bool {
         let pane_start = bucket_start(stream.time_ms, self.pane_ms);
         let emitted = self.emitted_through(source);
         if pane_start.saturating_add(self.max_width_ms) <= emitted {
@@ -215,7 +215,7 @@ impl WindowAggregator {
     }
 
     #[inline]
-    fn add_to_pane(&mut self, source: SourceId, stream: Stream) {
+    fn add_to_pane(&mut self, source: SourceId, stream: Play) {
         let pane = self
             .panes
             .entry((bucket_start(stream.time_ms, self.pane_ms), source))
@@ -538,11 +538,11 @@ fn push_ends(
 }
 
 impl Operator for WindowAggregator {
-    type In = Stream;
+    type In = Play;
     type Out = WindowResult;
 
     /// Late events are counted in [`WindowAggregator::late_events`].
-    fn on_event(&mut self, event: Stream, _out: &mut Vec<WindowResult>) {
+    fn on_event(&mut self, event: Play, _out: &mut Vec<WindowResult>) {
         let _counted_as_late = self.insert(event);
     }
 
@@ -557,8 +557,8 @@ mod tests {
     use crate::dimensions::Dimensions;
     use crate::distinct_users::user_hash;
 
-    fn stream(agg: &mut WindowAggregator, time_ms: i64, user: &str, song: &str) -> Stream {
-        Stream {
+    fn stream(agg: &mut WindowAggregator, time_ms: i64, user: &str, song: &str) -> Play {
+        Play {
             time_ms,
             user_hash: user_hash(user.as_bytes()),
             song: agg.intern("artist", song),

@@ -11,7 +11,7 @@ pub struct SongId(pub u32);
 
 /// One play of one song by one user: the only event the windows count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stream {
+pub struct Play {
     /// When the play happened (event time).
     pub time_ms: EventTimeMs,
     /// Stable 64-bit hash of the user id, from [`crate::user_hash`].

@@ -1,16 +1,16 @@
 //! Pure, synchronous stream operators for downbeat: no I/O, no clock, no async.
 //!
 //! Time enters only as event time (integer epoch milliseconds) and watermarks.
-//! The engine crate decodes input into [`Stream`] values and feeds them to a
+//! The engine crate decodes input into [`Play`] values and feeds them to a
 //! [`WindowAggregator`], which keeps one-minute panes and emits tumbling and
 //! sliding [`WindowResult`]s as the watermark passes their ends.
 //!
 //! ```
-//! use downbeat_operators::{AggregatorConfig, Dimensions, Stream, WindowAggregator, user_hash};
+//! use downbeat_operators::{AggregatorConfig, Dimensions, Play, WindowAggregator, user_hash};
 //!
 //! let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
 //! let song = agg.intern("Daft Punk", "One More Time");
-//! agg.insert(Stream {
+//! agg.insert(Play {
 //!     time_ms: 60_000,
 //!     user_hash: user_hash(b"42"),
 //!     song,
@@ -45,7 +45,7 @@ pub use catalog::SongCatalog;
 pub use dimensions::{Device, Dimensions, Gender, Level, UsState};
 pub use distinct_users::{user_hash, DistinctUsers};
 pub use duration::{DurationHistogram, DurationSummary};
-pub use event::{EventTimeMs, SongId, Stream};
+pub use event::{EventTimeMs, Play, SongId};
 pub use operator::Operator;
 pub use pane::Pane;
 pub use result::{SongCount, WindowResult};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use crate::breakdown::Breakdown;
 use crate::distinct_users::DistinctUsers;
 use crate::duration::DurationHistogram;
-use crate::event::{SongId, Stream};
+use crate::event::{Play, SongId};
 
 /// Aggregate state of one pane (or of a window merged from panes).
 #[derive(Clone, Debug, Default)]
@@ -25,7 +25,7 @@ impl Pane {
     /// Count one stream. Returns true when the song is new to this pane
     /// (the caller retains the song in its catalog).
     #[inline]
-    pub fn add(&mut self, stream: &Stream) -> bool {
+    pub fn add(&mut self, stream: &Play) -> bool {
         self.streams += 1;
         self.users.insert(stream.user_hash);
         self.breakdown.add(stream.dims);

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use downbeat_operators::{
-    user_hash, AggregatorConfig, Device, Dimensions, DistinctUsers, Gender, Level, Stream, UsState,
+    user_hash, AggregatorConfig, Device, Dimensions, DistinctUsers, Gender, Level, Play, UsState,
     WindowAggregator, WindowResult, WindowSpec,
 };
 use proptest::prelude::*;
@@ -101,8 +101,8 @@ impl Listen {
     }
 
     /// Interns the song in `agg`'s catalog, as the engine does at the source.
-    fn stream(&self, agg: &mut WindowAggregator) -> Stream {
-        Stream {
+    fn stream(&self, agg: &mut WindowAggregator) -> Play {
+        Play {
             time_ms: self.time_ms,
             user_hash: user_hash(self.user.as_bytes()),
             song: agg.intern(self.artist, self.song),
@@ -710,7 +710,7 @@ proptest! {
         let mut model: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
         let mut most_panes = 0;
         for (_, time_ms, song) in &keyed {
-            let stream = Stream {
+            let stream = Play {
                 time_ms: *time_ms,
                 user_hash: user_hash(b"someone"),
                 song: agg.intern("artist", song),
@@ -859,7 +859,7 @@ fn aggregator_counts_many_users_within_two_percent() {
     let minute_users = |m: u64| m * 700..m * 700 + 1_500;
     for m in 0..15u64 {
         for id in minute_users(m) {
-            let stream = Stream {
+            let stream = Play {
                 time_ms: m as i64 * MINUTE_MS + (id % 60) as i64 * 1_000,
                 user_hash: user_hash(format!("user-{id}").as_bytes()),
                 song,

@@ -133,13 +133,13 @@ impl KafkaSource {
         let pipeline = ingest.pipeline();
         let parsed = pipeline.decode_record(message.payload());
         let seen = match parsed {
-            Parsed::Stream(stream) if restore => {
+            Parsed::Play(stream) if restore => {
                 let time_ms = stream.time_ms();
                 let in_pane = !group.is_late(partition, time_ms)
                     && pipeline.restore_from_input(partition as u32, stream);
                 Some(SeenStream { time_ms, in_pane })
             }
-            Parsed::Stream(stream) => {
+            Parsed::Play(stream) => {
                 let time_ms = stream.time_ms();
                 let late = group.is_late(partition, time_ms);
                 let outcome = pipeline.count_from_input(partition as u32, stream, late, raw);
