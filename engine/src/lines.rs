@@ -192,11 +192,13 @@ impl<R: Read> Chunker<R> {
                 self.eof = true;
                 continue;
             }
+            let mut scan_from = before;
             if self.skipping {
                 match memchr::memchr(b'\n', &self.pending[before..]) {
                     Some(offset) => {
                         self.pending.drain(..before + offset + 1);
                         self.skipping = false;
+                        scan_from = 0;
                     }
                     None => {
                         self.pending.truncate(before);
@@ -204,7 +206,11 @@ impl<R: Read> Chunker<R> {
                     }
                 }
             }
-            if let Some(last_newline) = memchr::memrchr(b'\n', &self.pending) {
+            // What was pending before this read holds no newline (it is the
+            // start of one line), so only the new bytes are searched: a
+            // long line costs linear time, not quadratic.
+            if let Some(offset) = memchr::memrchr(b'\n', &self.pending[scan_from..]) {
+                let last_newline = scan_from + offset;
                 let mut rest = Vec::with_capacity(self.capacity());
                 rest.extend_from_slice(&self.pending[last_newline + 1..]);
                 self.pending.truncate(last_newline + 1);

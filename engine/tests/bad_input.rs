@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -220,4 +221,71 @@ fn bad_config_is_refused_before_reading_naming_the_field() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown_knob"));
+}
+
+/// A line longer than the 64 MiB verbatim cap is one refused line, kept cut
+/// to the cap, in replay (one thread and several) and in live `run --input`
+/// alike: every source splits lines in the one place.
+#[test]
+fn an_endless_line_is_one_rejected_line_in_every_mode() {
+    const CAP: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("endless.jsonl");
+    let play = |ts: i64| {
+        format!("{{\"ts\":{ts},\"userId\":\"u\",\"page\":\"NextSong\",\"artist\":\"A\",\"song\":\"s\"}}\n")
+    };
+    let mut bytes = play(1_700_000_000_000).into_bytes();
+    bytes.extend(std::iter::repeat_n(b'x', CAP + (3 << 20)));
+    bytes.push(b'\n');
+    bytes.extend_from_slice(play(1_700_000_001_000).as_bytes());
+    std::fs::write(&input, &bytes).unwrap();
+    for threads in ["1", "2"] {
+        let rejects = dir.path().join(format!("rejects-{threads}.jsonl"));
+        let (_, summary) = common::replay(
+            &input,
+            dir.path(),
+            &[
+                "--decode-threads",
+                threads,
+                "--rejects",
+                rejects.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(summary["lines"], 3, "threads {threads}: {summary}");
+        assert_eq!(summary["streams"], 2, "threads {threads}");
+        assert_eq!(
+            summary["rejected_by_reason"]["line_too_long"], 1,
+            "threads {threads}"
+        );
+        let kept = std::fs::metadata(&rejects).unwrap().len();
+        assert!(kept as usize >= CAP, "threads {threads}: kept {kept} bytes");
+    }
+    let rejects = dir.path().join("rejects-live.jsonl");
+    let engine = common::start_run(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--rejects",
+        rejects.to_str().unwrap(),
+    ]);
+    common::wait_until(
+        Duration::from_secs(30),
+        "run to read the whole file",
+        || {
+            let stats = common::get(engine.port, "/api/v1/stats").map(|(_, body)| body);
+            stats.is_ok_and(|body| {
+                let stats: Value = serde_json::from_str(&body).unwrap();
+                stats["events_total"] == 3
+            })
+        },
+    );
+    let (_, body) = common::get(engine.port, "/api/v1/stats").unwrap();
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["rejected_by_reason"]["line_too_long"], 1, "{stats}");
+    assert_eq!(stats["streams_total"], 2, "{stats}");
+    drop(engine);
+    assert_eq!(
+        std::fs::metadata(&rejects).unwrap().len(),
+        CAP as u64 + 1,
+        "cut to the cap, plus its newline"
+    );
 }
