@@ -18,6 +18,8 @@
 //! ```
 
 use super::spike::{Spike, SpikeConfig, SpikeError};
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::HashSet;
 
 /// Settings of the built-in event generator.
@@ -1214,13 +1216,11 @@ fn fnv1a(artist: &str, song: &str) -> u64 {
     hash
 }
 
-/// xoshiro256++ seeded by SplitMix64: small, fast, and its output is fixed forever (rand's
-/// `SmallRng` may change between versions and platforms, which would change golden output).
+/// xoshiro256++ (rand_xoshiro's) seeded by our own SplitMix64: its output is fixed forever
+/// (rand's `SmallRng` may change between versions and platforms, which would change golden
+/// output), and the seeding is ours so that seeds keep giving the same events.
 #[derive(Clone)]
-struct Rng {
-    /// The four state words.
-    state: [u64; 4],
-}
+struct Rng(Xoshiro256PlusPlus);
 
 impl Rng {
     /// A generator for `seed`; different `stream`s give independent sequences, so the
@@ -1234,23 +1234,17 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Self {
-            state: [split_mix(), split_mix(), split_mix(), split_mix()],
+        // `from_seed` reads the four state words little-endian.
+        let mut state = [0u8; 32];
+        for word in state.chunks_exact_mut(8) {
+            word.copy_from_slice(&split_mix().to_le_bytes());
         }
+        Self(Xoshiro256PlusPlus::from_seed(state))
     }
 
     /// The next 64 random bits.
     fn next_u64(&mut self) -> u64 {
-        let s = &mut self.state;
-        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (multiply-shift; the bias, below `n / 2^64`, is negligible).
