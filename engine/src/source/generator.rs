@@ -18,7 +18,7 @@
 //! ```
 
 use super::spike::{Spike, SpikeConfig, SpikeError};
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::HashSet;
 
