@@ -350,42 +350,8 @@ fn device_from_raw(raw: &str, unicode: bool) -> Device {
 /// last `", "`, up to the first `-`.
 fn state_from_location(location: &str) -> UsState {
     let bytes = location.as_bytes();
-    // The space of the last ", ", looked for in the last 16 bytes at once
-    // first (where it usually is), then byte by byte.
-    let mut space = bytes.len();
-    #[cfg(target_arch = "x86_64")]
-    if bytes.len() >= 16 {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-        };
-        let last = bytes.len() - 16;
-        // SAFETY: SSE2 is part of the x86_64 baseline; `last + 16 ==
-        // bytes.len()`, so the unaligned load lies within `bytes`.
-        let (commas, spaces) = unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr().add(last).cast::<__m128i>());
-            (
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32,
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8))) as u32,
-            )
-        };
-        // Bit `k` set where byte `last + k` is a comma followed by a space.
-        let pairs = commas & (spaces >> 1);
-        if pairs != 0 {
-            space = last + (31 - pairs.leading_zeros() as usize) + 2;
-        } else {
-            // Pairs whose comma is in the block are ruled out; the loop
-            // below starts with the space at `last`.
-            space = last + 1;
-        }
-    }
-    let comma = loop {
-        if space < 2 {
-            return UsState::UNKNOWN;
-        }
-        space -= 1;
-        if bytes[space] == b' ' && bytes[space - 1] == b',' {
-            break space - 1;
-        }
+    let Some(comma) = memchr::memmem::rfind(bytes, b", ") else {
+        return UsState::UNKNOWN;
     };
     // The usual "City, ST" or "City, ST-ST": two upper-case letters, then
     // the end or a dash.
