@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::pipeline::PipelineConfig;
-use crate::source::generator::{GeneratorConfig, GeneratorConfigError};
+use crate::source::generator::{Generator, GeneratorConfig, GeneratorConfigError};
 use crate::watermark::WatermarkConfig;
 
 /// Why the configuration was refused. Each names the file or field at fault.
@@ -416,7 +416,7 @@ impl Config {
         })?;
         if self.generator.spike.is_some() {
             // The spike's song is looked up in the catalogue the seed builds.
-            crate::source::generator::Generator::try_new(&self.generator)
+            Generator::try_new(&self.generator)
                 .map_err(|error| invalid("generator.spike", error.to_string()))?;
         }
         Ok(())

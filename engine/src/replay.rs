@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::driver::{Driver, DriverError, Mode};
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
 use crate::output::{now_ms, open_writer};
-use crate::pipeline::{Pipeline, Totals};
+use crate::pipeline::{Pipeline, PipelineError, Totals};
+use crate::process::peak_rss_bytes;
 use crate::sink::emit::EmitSink;
 use crate::source::file::ReplaySource;
 use crate::source::SourceError;
@@ -85,10 +86,10 @@ pub enum ReplayError {
     },
     /// The configuration was refused.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// The pipeline could not be built.
     #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
+    Pipeline(#[from] PipelineError),
     /// The input failed while being read.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -134,6 +135,6 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         elapsed_secs: elapsed.as_secs_f64(),
         decode_threads: threads.max(1),
         window_close_latency_us: LatencySummary::from_nanos(driver.close_latency()),
-        peak_rss_bytes: crate::process::peak_rss_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }

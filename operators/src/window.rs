@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::event::EventTimeMs;
+use crate::trending::TrendingError;
 
 /// Start of the bucket of `size_ms` that holds `time_ms` (buckets are aligned
 /// to the epoch; works for negative times too).
@@ -74,7 +75,7 @@ pub enum WindowError {
     ZeroTopK,
     /// The trend detector's settings were refused: fix the field named.
     #[error(transparent)]
-    Trending(#[from] crate::trending::TrendingError),
+    Trending(#[from] TrendingError),
 }
 
 /// One window shape: kind, width and slide, validated at construction.

@@ -15,7 +15,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use serde::Serialize;
 
-use crate::source::generator::Generator;
+use crate::output::now_ms;
+use crate::source::generator::{Generator, GeneratorConfig};
 
 /// What to produce.
 pub struct ProduceSettings {
@@ -35,7 +36,7 @@ pub struct ProduceSettings {
     /// Extra librdkafka producer properties.
     pub properties: Vec<(String, String)>,
     /// The generator's settings (seed, catalogue).
-    pub generator: crate::source::generator::GeneratorConfig,
+    pub generator: GeneratorConfig,
 }
 
 /// Printed at the end, on stderr.
@@ -227,7 +228,7 @@ fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<(
         Some(count) => {
             let start = settings
                 .start_ms
-                .unwrap_or_else(|| crate::output::now_ms() - (count as f64 * step_ms) as i64);
+                .unwrap_or_else(|| now_ms() - (count as f64 * step_ms) as i64);
             for i in 0..count {
                 line.clear();
                 generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
@@ -239,7 +240,7 @@ fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<(
             let mut produced: u64 = 0;
             loop {
                 let due = (started.elapsed().as_secs_f64() * settings.rate_per_sec) as u64;
-                let now = crate::output::now_ms();
+                let now = now_ms();
                 for _ in produced..due {
                     line.clear();
                     generator.write_event(now, &mut line);
