@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks, one per stage, reported per event.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use downbeat::decode::{decode, Decoded, TimeBounds};
+use downbeat::decode::{decode, Decoded, Limits};
 use downbeat::json_scan::scan_object;
 use downbeat_operators::{
     top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, Play, SongCatalog, SongId,
@@ -21,7 +21,7 @@ fn lines() -> Vec<Vec<u8>> {
 
 fn bench_decode(c: &mut Criterion) {
     let lines = lines();
-    let bounds = TimeBounds::until(START_MS + 86_400_000, 0);
+    let bounds = Limits::until(START_MS + 86_400_000, 0, downbeat::decode::MAX_FIELD_BYTES);
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(LINES as u64));
     group.bench_function("json_scan", |b| {

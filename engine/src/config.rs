@@ -6,10 +6,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use downbeat_operators::{AggregatorConfig, TrendingConfig, TrendingError, WindowSpec};
+use downbeat_operators::{
+    AggregatorConfig, OutlierConfig, OutlierError, TrendingConfig, TrendingError, WindowSpec,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::decode::MAX_FIELD_BYTES;
 use crate::pipeline::PipelineConfig;
 use crate::source::generator::{Generator, GeneratorConfig, GeneratorConfigError};
 use crate::watermark::WatermarkConfig;
@@ -152,6 +155,13 @@ impl Default for WindowsConfig {
 pub struct InputConfig {
     /// Longer lines are refused as `line_too_long` (default 1 MiB).
     pub max_line_bytes: usize,
+    /// A play whose artist, song, level, gender, location, state or user
+    /// agent is longer is refused as `field_too_long` (default 1 KiB).
+    pub max_field_bytes: usize,
+    /// `[input.outliers]`: events far ahead of their stream wait for the
+    /// stream to confirm them; unconfirmed ones are refused as
+    /// `timestamp_outlier` (see the README's Semantics).
+    pub outliers: OutlierConfig,
     /// Events further ahead of the wall clock are refused (default 1 day).
     pub max_future_ms: u64,
     /// `replay` decodes on this many threads; 0 (default) means one per core,
@@ -163,6 +173,8 @@ impl Default for InputConfig {
     fn default() -> Self {
         Self {
             max_line_bytes: 1 << 20,
+            max_field_bytes: MAX_FIELD_BYTES,
+            outliers: OutlierConfig::default(),
             max_future_ms: 86_400_000,
             decode_threads: 0,
         }
@@ -303,6 +315,22 @@ impl Config {
                 "must be between 1024 and 1073741824",
             ));
         }
+        if !(64..=1 << 20).contains(&self.input.max_field_bytes) {
+            return Err(invalid(
+                "input.max_field_bytes",
+                "must be between 64 and 1048576",
+            ));
+        }
+        self.input.outliers.validate().map_err(|error| {
+            let OutlierError::OutOfRange { field, .. } = &error;
+            let field = match *field {
+                "jump_ms" => "input.outliers.jump_ms",
+                "confirm_events" => "input.outliers.confirm_events",
+                "reject_after_events" => "input.outliers.reject_after_events",
+                _ => "input.outliers.max_held",
+            };
+            invalid(field, error.to_string())
+        })?;
         if self.input.decode_threads > 64 {
             return Err(invalid(
                 "input.decode_threads",
@@ -441,6 +469,8 @@ impl Config {
                 idle_timeout_ms: w.idle_timeout_ms as i64,
             },
             max_line_bytes: self.input.max_line_bytes,
+            max_field_bytes: self.input.max_field_bytes,
+            outliers: self.input.outliers,
             max_future_ms: self.input.max_future_ms as i64,
         })
     }

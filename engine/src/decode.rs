@@ -40,11 +40,16 @@ pub enum RejectReason {
     TimestampOutOfRange,
     /// A Kafka record without a value (e.g. a tombstone).
     NoValue,
+    /// An event far ahead of its stream that the events after it did not
+    /// confirm (see the outlier rule in the README).
+    TimestampOutlier,
+    /// A text field longer than `input.max_field_bytes`.
+    FieldTooLong,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::EmptyLine,
         RejectReason::LineTooLong,
         RejectReason::InvalidUtf8,
@@ -55,6 +60,8 @@ impl RejectReason {
         RejectReason::MissingSong,
         RejectReason::TimestampOutOfRange,
         RejectReason::NoValue,
+        RejectReason::TimestampOutlier,
+        RejectReason::FieldTooLong,
     ];
 
     /// The `reason` label.
@@ -70,6 +77,8 @@ impl RejectReason {
             RejectReason::MissingSong => "missing_song",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
             RejectReason::NoValue => "no_value",
+            RejectReason::TimestampOutlier => "timestamp_outlier",
+            RejectReason::FieldTooLong => "field_too_long",
         }
     }
 }
@@ -102,30 +111,37 @@ pub enum Decoded<'a> {
     Rejected(RejectReason),
 }
 
-/// Bounds on acceptable timestamps.
+/// What a play may hold: bounds on its timestamp and on its text fields.
 #[derive(Clone, Copy, Debug)]
-pub struct TimeBounds {
+pub struct Limits {
     /// Earliest accepted event time (inclusive).
     pub min_ms: i64,
     /// Latest accepted event time (inclusive).
     pub max_ms: i64,
+    /// Longest artist, song, level, gender, location, state or user agent
+    /// (bytes of UTF-8, after unescaping).
+    pub max_field_bytes: usize,
 }
+
+/// The default bound on a text field: 1 KiB.
+pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// 2000-01-01T00:00:00Z: nothing earlier is a real listen.
 pub const EARLIEST_VALID_MS: i64 = 946_684_800_000;
 
-impl TimeBounds {
-    /// From 2000 to `now_ms + max_future_ms`.
-    pub fn until(now_ms: i64, max_future_ms: i64) -> Self {
+impl Limits {
+    /// Times from 2000 to `now_ms + max_future_ms`; fields up to `max_field_bytes`.
+    pub fn until(now_ms: i64, max_future_ms: i64, max_field_bytes: usize) -> Self {
         Self {
             min_ms: EARLIEST_VALID_MS,
             max_ms: now_ms.saturating_add(max_future_ms),
+            max_field_bytes,
         }
     }
 }
 
 /// Decode one line (without its newline).
-pub fn decode(line: &[u8], bounds: TimeBounds) -> Decoded<'_> {
+pub fn decode(line: &[u8], bounds: Limits) -> Decoded<'_> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Decoded::Rejected(RejectReason::EmptyLine);
     }
@@ -369,12 +385,13 @@ fn state_from_location(location: &str) -> UsState {
 }
 
 impl<'a> Record<'a> {
-    fn into_decoded(self, bounds: TimeBounds) -> Decoded<'a> {
+    fn into_decoded(self, bounds: Limits) -> Decoded<'a> {
         if let Some(page) = &self.page {
             if page.0 != "NextSong" {
                 return Decoded::NotAStream;
             }
         }
+        let long_field = self.has_long_field(bounds.max_field_bytes);
         let simple = self.page.is_none() && self.ts.is_none();
         let (time, user) = if simple {
             (self.timestamp, self.user_id_snake.or(self.user_id_camel))
@@ -393,6 +410,9 @@ impl<'a> Record<'a> {
         let Some(Text(song)) = self.song else {
             return Decoded::Rejected(RejectReason::MissingSong);
         };
+        if long_field {
+            return Decoded::Rejected(RejectReason::FieldTooLong);
+        }
         let state = match (&self.state, &self.location) {
             (Some(state), _) => UsState::from_code(&state.0),
             (None, Some(location)) => state_from_location(&location.0),
@@ -415,6 +435,23 @@ impl<'a> Record<'a> {
             dims,
             duration_ms: self.length.or(self.duration).and_then(seconds_to_ms),
         })
+    }
+}
+
+impl Record<'_> {
+    /// A text field of the play is longer than `max` bytes.
+    fn has_long_field(&self, max: usize) -> bool {
+        let long = |value: &Option<Text<'_>>| value.as_ref().is_some_and(|t| t.0.len() > max);
+        let user_agent_long = self.user_agent.is_some_and(|(raw, _)| {
+            raw.len() > max && (!raw.contains('\\') || json_scan::unescape(raw).len() > max)
+        });
+        long(&self.song)
+            || long(&self.artist)
+            || long(&self.level)
+            || long(&self.gender)
+            || long(&self.location)
+            || long(&self.state)
+            || user_agent_long
     }
 }
 
@@ -494,9 +531,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const BOUNDS: TimeBounds = TimeBounds {
+    const BOUNDS: Limits = Limits {
         min_ms: EARLIEST_VALID_MS,
         max_ms: 2_000_000_000_000,
+        max_field_bytes: 64,
     };
 
     fn listen(line: &str) -> Listen<'_> {
@@ -744,7 +782,7 @@ mod tests {
     /// dimension parsers applied to unescaped values. One rule after the
     /// other, as the README states them: long, and clearer kept whole.
     #[allow(clippy::too_many_lines)]
-    fn reference(line: &[u8], bounds: TimeBounds) -> Owned {
+    fn reference(line: &[u8], bounds: Limits) -> Owned {
         use serde_json::Value as J;
         if line.iter().all(u8::is_ascii_whitespace) {
             return Owned::Rejected(RejectReason::EmptyLine);
@@ -823,6 +861,20 @@ mod tests {
         let Some(song) = string("song") else {
             return Owned::Rejected(RejectReason::MissingSong);
         };
+        let too_long = [
+            "song",
+            "artist",
+            "level",
+            "gender",
+            "location",
+            "state",
+            "userAgent",
+        ]
+        .iter()
+        .any(|key| string(key).is_some_and(|v| v.len() > bounds.max_field_bytes));
+        if too_long {
+            return Owned::Rejected(RejectReason::FieldTooLong);
+        }
         let state = match (string("state"), string("location")) {
             (Some(state), _) => UsState::from_code(&state),
             (None, Some(location)) => UsState::from_location(&location),

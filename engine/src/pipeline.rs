@@ -8,13 +8,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, Play, SourceId, Trending, WindowAggregator, WindowError,
-    WindowId, WindowResult,
+    AggregatorConfig, Dimensions, OutlierConfig, OutlierGuard, Play, SourceId, Trending, Verdict,
+    WindowAggregator, WindowError, WindowId, WindowResult,
 };
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::decode::{decode, Decoded, RejectReason, TimeBounds};
+use crate::decode::{decode, Decoded, Limits, RejectReason};
 use crate::lines::Line;
 use crate::metrics::{IngestMetrics, Metrics, Progress};
 use crate::watermark::{Watermark, WatermarkConfig};
@@ -30,6 +30,10 @@ pub struct PipelineConfig {
     pub max_line_bytes: usize,
     /// Events further than this ahead of the wall clock are refused.
     pub max_future_ms: i64,
+    /// Longer text fields are refused.
+    pub max_field_bytes: usize,
+    /// Events far ahead of their stream wait for confirmation.
+    pub outliers: OutlierConfig,
 }
 
 /// Why the pipeline could not be built.
@@ -51,13 +55,16 @@ pub enum Outcome {
     Rejected(RejectReason),
     /// A stream whose windows were already emitted.
     Late,
+    /// A stream far ahead of the rest, held until the stream confirms or
+    /// refutes it (its outcome is tallied then).
+    Held,
 }
 
 /// Input limits for [`parse_line`].
 #[derive(Clone, Debug)]
 pub struct ParseSettings {
-    /// Acceptable event times.
-    pub bounds: TimeBounds,
+    /// Acceptable event times and field lengths.
+    pub bounds: Limits,
     /// Longer lines are refused.
     pub max_line_bytes: usize,
     /// Hashes (artist, song) for the interner, so that work can happen on a
@@ -79,6 +86,16 @@ pub struct ParsedPlay {
 }
 
 impl ParsedPlay {
+    /// The same play with its name ranges moved `by` bytes back (its names
+    /// copied out of a larger buffer).
+    fn shifted(self, by: u32) -> Self {
+        Self {
+            artist: (self.artist.0 - by, self.artist.1 - by),
+            song: (self.song.0 - by, self.song.1 - by),
+            ..self
+        }
+    }
+
     /// Event time.
     pub fn time_ms(&self) -> i64 {
         self.time_ms
@@ -184,10 +201,21 @@ impl RateLimitedLog {
     }
 }
 
+/// A stream held by the outlier guard: it owns its names and raw line.
+#[derive(Debug)]
+struct HeldPlay {
+    parsed: ParsedPlay,
+    names: Vec<u8>,
+    raw: Vec<u8>,
+}
+
 /// The operator graph: decode, the single-input watermark, the windows.
 pub struct Pipeline {
     aggregator: WindowAggregator,
     watermark: Watermark,
+    guard: OutlierGuard<HeldPlay>,
+    verdicts: Vec<Verdict<HeldPlay>>,
+    max_field_bytes: usize,
     parse_settings: ParseSettings,
     max_future_ms: i64,
     totals: Totals,
@@ -209,13 +237,16 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         let aggregator = WindowAggregator::new(config.aggregator)?;
         let parse_settings = ParseSettings {
-            bounds: TimeBounds::until(now_ms, config.max_future_ms),
+            bounds: Limits::until(now_ms, config.max_future_ms, config.max_field_bytes),
             max_line_bytes: config.max_line_bytes,
             song_hasher: aggregator.song_hasher().clone(),
         };
         Ok(Self {
             aggregator,
             watermark: Watermark::new(config.watermark),
+            guard: OutlierGuard::new(config.outliers),
+            verdicts: Vec::new(),
+            max_field_bytes: config.max_field_bytes,
             parse_settings,
             max_future_ms: config.max_future_ms,
             totals: Totals::default(),
@@ -255,7 +286,7 @@ impl Pipeline {
         self.totals.lines += 1;
         self.ingest.event();
         let outcome = match parsed {
-            Parsed::Play(stream) => self.count(stream, names),
+            Parsed::Play(stream) => self.count(stream, names, raw),
             Parsed::NotAStream => Outcome::NotAStream,
             Parsed::Rejected(reason) => Outcome::Rejected(reason),
         };
@@ -267,6 +298,7 @@ impl Pipeline {
     #[inline]
     fn tally(&mut self, outcome: Outcome, raw: &[u8]) {
         match outcome {
+            Outcome::Held => {}
             Outcome::Stream => self.totals.streams += 1,
             Outcome::NotAStream => self.totals.non_stream_events += 1,
             Outcome::Rejected(reason) => {
@@ -289,7 +321,44 @@ impl Pipeline {
         }
     }
 
-    fn count(&mut self, parsed: ParsedPlay, names: &[u8]) -> Outcome {
+    /// A stream of the single input: through the outlier guard, then counted.
+    fn count(&mut self, parsed: ParsedPlay, names: &[u8], raw: &[u8]) -> Outcome {
+        if self.guard.accepts_now(parsed.time_ms) {
+            return self.count_accepted(parsed, names);
+        }
+        let (start, end) = (
+            parsed.artist.0.min(parsed.song.0),
+            parsed.artist.1.max(parsed.song.1),
+        );
+        let held = HeldPlay {
+            parsed: parsed.shifted(start),
+            names: names[start as usize..end as usize].to_vec(),
+            raw: raw.to_vec(),
+        };
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        self.guard.offer(parsed.time_ms, held, &mut verdicts);
+        self.apply_verdicts(&mut verdicts);
+        self.verdicts = verdicts;
+        Outcome::Held
+    }
+
+    /// The guard decided on held streams: count or refuse them, in order.
+    fn apply_verdicts(&mut self, verdicts: &mut Vec<Verdict<HeldPlay>>) {
+        for verdict in verdicts.drain(..) {
+            match verdict {
+                Verdict::Accept(held) => {
+                    let outcome = self.count_accepted(held.parsed, &held.names);
+                    self.tally(outcome, &held.raw);
+                }
+                Verdict::Reject(held) => {
+                    self.tally(Outcome::Rejected(RejectReason::TimestampOutlier), &held.raw);
+                }
+            }
+        }
+    }
+
+    /// Count a stream the guard let through.
+    fn count_accepted(&mut self, parsed: ParsedPlay, names: &[u8]) -> Outcome {
         // `insert` refuses late streams (and forgets a name interned only
         // for them), so lateness is checked once.
         let stream = self.intern(parsed, names);
@@ -462,17 +531,31 @@ impl Pipeline {
         self.watermark.source_active(now_ms);
     }
 
+    /// The guard decides on every held stream (end of input, idle source).
+    fn flush_held(&mut self) {
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        self.guard.flush(&mut verdicts);
+        self.apply_verdicts(&mut verdicts);
+        self.verdicts = verdicts;
+    }
+
     /// Periodic tick in live mode: moves the future bound with the wall
-    /// clock and applies the idle rule.
+    /// clock and applies the idle rule (an idle source also settles the
+    /// streams the outlier guard holds).
     pub fn tick(&mut self, now_ms: i64) {
-        self.parse_settings.bounds = TimeBounds::until(now_ms, self.max_future_ms);
+        if self.guard.held() > 0 && self.watermark.is_idle(now_ms) {
+            self.flush_held();
+        }
+        self.parse_settings.bounds =
+            Limits::until(now_ms, self.max_future_ms, self.max_field_bytes);
         if let Some(watermark) = self.watermark.on_idle_check(now_ms) {
             self.advance(watermark);
         }
     }
 
-    /// End of input: emit every remaining window.
+    /// End of input: decide on held streams, emit every remaining window.
     pub fn finish(&mut self) {
+        self.flush_held();
         self.advance(i64::MAX);
         if let Some(writer) = self.rejects.as_mut() {
             if let Err(error) = writer.flush() {

@@ -48,6 +48,12 @@ impl Watermark {
         self.last_event_wall_ms = Some(now_ms);
     }
 
+    /// Nothing arrived for the idle timeout.
+    pub fn is_idle(&self, now_ms: i64) -> bool {
+        let idle_since = self.last_event_wall_ms.unwrap_or(i64::MIN);
+        now_ms.saturating_sub(idle_since) >= self.config.idle_timeout_ms
+    }
+
     /// The idle rule: when nothing arrived for `idle_timeout_ms`, follow the
     /// wall clock minus the lateness. Returns the new watermark if it moved.
     pub fn on_idle_check(&mut self, now_ms: i64) -> Option<i64> {

@@ -269,12 +269,12 @@ fn an_endless_line_is_one_rejected_line_in_every_mode() {
     ]);
     common::wait_until(
         Duration::from_secs(30),
-        "run to read the whole file",
+        "run to count both plays (two plays wait for a third to confirm the stream's time; the idle source settles them)",
         || {
             let stats = common::get(engine.port, "/api/v1/stats").map(|(_, body)| body);
             stats.is_ok_and(|body| {
                 let stats: Value = serde_json::from_str(&body).unwrap();
-                stats["events_total"] == 3
+                stats["streams_total"] == 2
             })
         },
     );
@@ -287,5 +287,110 @@ fn an_endless_line_is_one_rejected_line_in_every_mode() {
         std::fs::metadata(&rejects).unwrap().len(),
         CAP as u64 + 1,
         "cut to the cap, plus its newline"
+    );
+}
+
+/// The Sparkify data with three isolated events far ahead of it (+2 h,
+/// +23 h, +200 days): every window is exactly as without them, and the
+/// three are refused as `timestamp_outlier` and kept in `--rejects`.
+#[test]
+fn isolated_future_outliers_change_no_window_and_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = common::eventsim_file(dir.path());
+    let text = std::fs::read_to_string(&clean).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut outliers = Vec::new();
+    for (position, ahead_ms) in [
+        (2_500, 2 * 3_600_000i64),
+        (5_000, 23 * 3_600_000),
+        (7_500, 200 * 86_400_000),
+    ] {
+        let play = (position..)
+            .find(|&i| lines[i].contains("\"page\":\"NextSong\""))
+            .unwrap();
+        let mut event: Value = serde_json::from_str(&lines[play]).unwrap();
+        let ts = event["ts"].as_i64().unwrap();
+        event["ts"] = Value::from(ts + ahead_ms);
+        event["song"] = Value::from(format!("Outlier {ahead_ms}"));
+        let line = event.to_string();
+        lines.insert(position, line.clone());
+        outliers.push(line);
+    }
+    let dirty = dir.path().join("outliers.jsonl");
+    std::fs::write(&dirty, lines.join("\n") + "\n").unwrap();
+    let expected_dir = dir.path().join("clean");
+    std::fs::create_dir(&expected_dir).unwrap();
+    let (expected, clean_summary) = common::replay(&clean, &expected_dir, &[]);
+    assert_eq!(clean_summary["rejected"], 0);
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("t{threads}"));
+        std::fs::create_dir(&out).unwrap();
+        let rejects = out.join("rejects.jsonl");
+        let (windows, summary) = common::replay(
+            &dirty,
+            &out,
+            &[
+                "--decode-threads",
+                threads,
+                "--rejects",
+                rejects.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            windows, expected,
+            "threads {threads}: every window as without the outliers"
+        );
+        assert_eq!(
+            summary["rejected_by_reason"]["timestamp_outlier"], 3,
+            "{summary}"
+        );
+        assert_eq!(summary["streams"], clean_summary["streams"]);
+        assert_eq!(summary["late"], 0);
+        let kept = std::fs::read_to_string(&rejects).unwrap();
+        assert_eq!(
+            kept.lines().collect::<Vec<_>>(),
+            outliers.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A play with a giant title is refused as `field_too_long` (and kept);
+/// the bound is configurable.
+#[test]
+fn giant_fields_are_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("giant.jsonl");
+    let play = |ts: i64, song: &str| {
+        format!("{{\"ts\":{ts},\"userId\":\"u\",\"page\":\"NextSong\",\"artist\":\"A\",\"song\":\"{song}\"}}")
+    };
+    let giant = play(1_700_000_001_000, &"t".repeat(1_000_000));
+    let lines = [
+        play(1_700_000_000_000, "ok"),
+        giant.clone(),
+        play(1_700_000_002_000, &"s".repeat(1024)),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let (windows, summary) = common::replay(
+        &input,
+        dir.path(),
+        &["--rejects", rejects.to_str().unwrap()],
+    );
+    assert_eq!(
+        summary["rejected_by_reason"]["field_too_long"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["streams"], 2,
+        "1024 bytes is within the default bound"
+    );
+    assert_eq!(windows[0]["streams"], 2);
+    assert_eq!(std::fs::read_to_string(&rejects).unwrap(), giant + "\n");
+    let config = dir.path().join("tight.toml");
+    std::fs::write(&config, "[input]\nmax_field_bytes = 512\n").unwrap();
+    let (_, summary) = common::replay(&input, dir.path(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(
+        summary["rejected_by_reason"]["field_too_long"], 2,
+        "{summary}"
     );
 }
