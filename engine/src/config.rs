@@ -187,12 +187,16 @@ impl Default for InputConfig {
 pub struct HttpConfig {
     /// Listen address (default `127.0.0.1:9898`).
     pub listen: String,
+    /// Open connections at most; at the cap the oldest is closed. 0
+    /// (default): half the file descriptor limit read at start, at most 4096.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9898".to_owned(),
+            max_connections: 0,
         }
     }
 }
@@ -344,6 +348,12 @@ impl Config {
     }
 
     fn validate_source(&self) -> Result<(), ConfigError> {
+        if self.http.max_connections > 1 << 20 {
+            return Err(invalid(
+                "http.max_connections",
+                "must be at most 1048576 (0 = from the file descriptor limit)",
+            ));
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "http.listen",

@@ -96,7 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         sinks.push(Box::new(emit));
     }
-    let service = Service::start(&config.http.listen, Arc::clone(&state))?;
+    let service = Service::start(&config.http, Arc::clone(&state))?;
     let mut driver = Driver::new(pipeline, sinks, metrics, Some(state), Mode::Live { tick });
     let result = driver.run(source.as_mut(), &service.stop);
     drop(source);

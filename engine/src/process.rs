@@ -10,6 +10,14 @@ pub fn current_rss_bytes() -> Option<u64> {
     status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
+/// The soft limit on open file descriptors (Linux; `None` elsewhere or
+/// when unlimited).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -28,6 +36,7 @@ mod tests {
                 peak >= current && current > 0,
                 "peak {peak} current {current}"
             );
+            assert!(super::open_files_limit().is_some_and(|n| n >= 16));
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::HttpConfig;
 use crate::http;
 use crate::sink::api::ServerState;
 
@@ -19,15 +20,19 @@ pub struct Service {
 impl Service {
     /// Bind `listen` (failing before any event is read) and serve `state`;
     /// watch for SIGINT and SIGTERM.
-    pub fn start(listen: &str, state: Arc<ServerState>) -> anyhow::Result<Self> {
-        let addr: SocketAddr = listen.parse()?;
+    pub fn start(http: &HttpConfig, state: Arc<ServerState>) -> anyhow::Result<Self> {
+        let addr: SocketAddr = http.listen.parse()?;
+        let max_connections = match http.max_connections {
+            0 => http::default_max_connections(),
+            n => n,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
         let listener = runtime.block_on(http::bind(addr))?;
-        tracing::info!(%addr, "serving the live page at /, /metrics, /healthz, /readyz and /api/v1/*");
-        runtime.spawn(http::serve(listener, state));
+        tracing::info!(%addr, max_connections, "serving the live page at /, /metrics, /healthz, /readyz and /api/v1/*");
+        runtime.spawn(http::serve(listener, state, max_connections));
         let stop = Arc::new(AtomicBool::new(false));
         let shutdown = Arc::clone(&stop);
         runtime.spawn(async move {

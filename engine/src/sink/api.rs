@@ -62,12 +62,13 @@ impl ServerState {
         self.latest.insert(kind, json);
     }
 
-    /// The tumbling-window history as a JSON array, oldest first.
-    pub fn history_json(&self) -> String {
+    /// The last `limit` tumbling windows as a JSON array, oldest first.
+    pub fn history_json(&self, limit: usize) -> String {
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::with_capacity(2 + history.iter().map(|w| w.len() + 1).sum::<usize>());
+        let recent = history.iter().skip(history.len().saturating_sub(limit));
+        let mut out = String::with_capacity(2 + recent.clone().map(|w| w.len() + 1).sum::<usize>());
         out.push('[');
-        for (i, window) in history.iter().enumerate() {
+        for (i, window) in recent.enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -157,12 +158,14 @@ mod tests {
     #[test]
     fn history_keeps_the_last_hour_of_tumbling_windows_oldest_first() {
         let state = state();
-        assert_eq!(state.history_json(), "[]");
+        assert_eq!(state.history_json(HISTORY_LEN), "[]");
         for i in 0..HISTORY_LEN + 2 {
             state.publish_window(WindowKind::Tumbling, format!("{{\"n\":{i}}}"));
             state.publish_window(WindowKind::Sliding, format!("{{\"s\":{i}}}"));
         }
-        let history: Vec<Value> = serde_json::from_str(&state.history_json()).unwrap();
+        let history: Vec<Value> = serde_json::from_str(&state.history_json(HISTORY_LEN)).unwrap();
+        let last_two: Vec<Value> = serde_json::from_str(&state.history_json(2)).unwrap();
+        assert_eq!(last_two, history[HISTORY_LEN - 2..]);
         assert_eq!(history.len(), HISTORY_LEN);
         assert_eq!(history[0], json!({"n": 2}));
         assert_eq!(history[HISTORY_LEN - 1], json!({"n": HISTORY_LEN + 1}));
