@@ -107,8 +107,10 @@ impl Driver {
         source: &mut dyn Source,
         stop: &AtomicBool,
     ) -> Result<Ending, DriverError> {
+        // In batch mode the timeout only bounds how long a stalled input
+        // (an open, silent pipe) delays noticing `stop`.
         let tick = match self.mode {
-            Mode::Batch => Duration::MAX,
+            Mode::Batch => Duration::from_millis(200),
             Mode::Live { tick } => tick,
         };
         if !source.manages_readiness() {
@@ -145,6 +147,7 @@ impl Driver {
         }
         source.close(self);
         self.set_ready(false);
+        self.pipeline.flush_rejects();
         for sink in &mut self.sinks {
             if let Err(source) = sink.flush() {
                 self.failed.get_or_insert(DriverError::Sink {

@@ -144,7 +144,8 @@ fn split_lines(data: &[u8]) -> Vec<Span> {
 pub enum Fill {
     /// Read up to [`CHUNK_BYTES`] before cutting (batch replay: fewer, larger chunks).
     Full,
-    /// Cut as soon as a read brings a newline (live input: no line waits for more).
+    /// Cut as soon as a read brings a newline (live input and pipes: no
+    /// line waits for more).
     Available,
 }
 
@@ -221,18 +222,12 @@ impl<R: Read> Chunker<R> {
     }
 
     fn capacity(&self) -> usize {
-        match self.fill {
-            Fill::Full => 2 * CHUNK_BYTES,
-            Fill::Available => 1 << 16,
-        }
+        2 * CHUNK_BYTES
     }
 
     /// Append at least one byte to `pending`, or none at end of input.
     fn read_more(&mut self) -> io::Result<usize> {
-        let limit = match self.fill {
-            Fill::Full => CHUNK_BYTES,
-            Fill::Available => 1 << 16,
-        };
+        let limit = CHUNK_BYTES;
         if self.pending.capacity() == 0 {
             self.pending.reserve(self.capacity());
         }

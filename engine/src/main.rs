@@ -259,7 +259,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("downbeat: {error:#}");
+            let _ = writeln!(io::stderr(), "downbeat: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -320,7 +320,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     config.validate()?;
     let summary = downbeat::replay::replay(&config, &args.input, &args.output)?;
     let line = serde_json::to_string(&summary).context("summary serializes")?;
-    eprintln!("{line}");
+    // A closed stderr must not turn a finished replay into a panic.
+    let _ = writeln!(io::stderr(), "{line}");
+    if summary.interrupted {
+        anyhow::bail!("interrupted: windows still open were not written");
+    }
+    if let Some(error) = &summary.totals.rejects_write_error {
+        anyhow::bail!("refused lines were not all kept in the rejects file: {error}");
+    }
     Ok(())
 }
 
@@ -346,10 +353,8 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         properties: args.kafka.properties,
         generator: config.generator.clone(),
     })?;
-    eprintln!(
-        "{}",
-        serde_json::to_string(&summary).context("summary serializes")?
-    );
+    let line = serde_json::to_string(&summary).context("summary serializes")?;
+    let _ = writeln!(io::stderr(), "{line}");
     if summary.failed > 0 {
         anyhow::bail!("{} records were not delivered", summary.failed);
     }

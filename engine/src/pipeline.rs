@@ -173,6 +173,10 @@ pub struct Totals {
     pub late: u64,
     /// Windows emitted.
     pub windows: u64,
+    /// Why refused lines could not all be kept in the rejects file (absent
+    /// when they were, or when none is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects_write_error: Option<String>,
 }
 
 /// Logs refused lines at most once a second, with a count of the ones skipped.
@@ -520,10 +524,18 @@ impl Pipeline {
                 .write_all(bytes)
                 .and_then(|()| writer.write_all(b"\n"));
             if let Err(error) = written {
-                tracing::error!(%error, "cannot write to the rejects file; no longer keeping rejected lines");
-                self.rejects = None;
+                self.rejects_failed(&error);
             }
         }
+    }
+
+    /// The rejects file failed: stop writing it, and say so in the totals.
+    fn rejects_failed(&mut self, error: &std::io::Error) {
+        tracing::error!(%error, "cannot write to the rejects file; no longer keeping rejected lines");
+        self.rejects = None;
+        self.totals
+            .rejects_write_error
+            .get_or_insert_with(|| error.to_string());
     }
 
     /// The source has delivered data at wall time `now_ms` (once per batch).
@@ -557,11 +569,7 @@ impl Pipeline {
     pub fn finish(&mut self) {
         self.flush_held();
         self.advance(i64::MAX);
-        if let Some(writer) = self.rejects.as_mut() {
-            if let Err(error) = writer.flush() {
-                tracing::error!(%error, "cannot flush the rejects file");
-            }
-        }
+        self.flush_rejects();
     }
 
     /// True when windows closed since the last [`Pipeline::take_closed`].
@@ -590,8 +598,15 @@ impl Pipeline {
     /// checkpoint reads them) and flush the rejects file.
     pub fn flush_counters(&mut self) {
         self.ingest.flush();
+        self.flush_rejects();
+    }
+
+    /// Flush the rejects file (a failure is kept in the totals).
+    pub fn flush_rejects(&mut self) {
         if let Some(writer) = self.rejects.as_mut() {
-            let _ = writer.flush();
+            if let Err(error) = writer.flush() {
+                self.rejects_failed(&error);
+            }
         }
     }
 
@@ -614,9 +629,7 @@ impl Pipeline {
             live_panes: self.aggregator.live_panes(),
             interned_songs: self.aggregator.interned_songs(),
         });
-        if let Some(writer) = self.rejects.as_mut() {
-            let _ = writer.flush();
-        }
+        self.flush_rejects();
     }
 
     /// Totals so far.

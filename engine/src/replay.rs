@@ -3,7 +3,6 @@
 //! output, as fast as the input can be read.
 
 use std::io;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -11,12 +10,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
-use crate::driver::{Driver, DriverError, Mode};
+use crate::driver::{Driver, DriverError, Ending, Mode};
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
 use crate::output::{now_ms, open_writer};
 use crate::pipeline::{Pipeline, PipelineError, Totals};
 use crate::process::peak_rss_bytes;
+use crate::service::stop_on_signal;
 use crate::sink::emit::EmitSink;
 use crate::source::file::ReplaySource;
 use crate::source::SourceError;
@@ -37,6 +37,9 @@ pub struct Summary {
     pub window_close_latency_us: LatencySummary,
     /// Peak resident memory of the process (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// SIGINT or SIGTERM stopped the replay: the windows closed until then
+    /// were written, the ones still open were not.
+    pub interrupted: bool,
 }
 
 /// Percentiles of an HdrHistogram of latencies, in microseconds.
@@ -90,6 +93,12 @@ pub enum ReplayError {
     /// The pipeline could not be built.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The signal handlers could not be set up.
+    #[error("cannot watch for signals: {source}")]
+    Signals {
+        /// Why.
+        source: io::Error,
+    },
     /// The input failed while being read.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -122,11 +131,12 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         None,
         Mode::Batch,
     );
-    match driver.run(&mut source, &AtomicBool::new(false)) {
-        Ok(_) => {}
+    let stop = stop_on_signal().map_err(|source| ReplayError::Signals { source })?;
+    let ending = match driver.run(&mut source, &stop) {
+        Ok(ending) => ending,
         Err(DriverError::Source(error)) => return Err(error.into()),
         Err(DriverError::Sink { source, .. }) => return Err(output_error(output)(source)),
-    }
+    };
     let elapsed = started.elapsed();
     let totals = driver.pipeline_ref().totals().clone();
     Ok(Summary {
@@ -136,5 +146,6 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         decode_threads: threads.max(1),
         window_close_latency_us: LatencySummary::from_nanos(driver.close_latency()),
         peak_rss_bytes: peak_rss_bytes(),
+        interrupted: ending == Ending::Stopped,
     })
 }

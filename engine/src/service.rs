@@ -34,12 +34,7 @@ impl Service {
         tracing::info!(%addr, max_connections, "serving the live page at /, /metrics, /healthz, /readyz and /api/v1/*");
         runtime.spawn(http::serve(listener, state, max_connections));
         let stop = Arc::new(AtomicBool::new(false));
-        let shutdown = Arc::clone(&stop);
-        runtime.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.store(true, Ordering::Relaxed);
-        });
+        runtime.spawn(set_on_signal(Arc::clone(&stop)));
         Ok(Self { runtime, stop })
     }
 
@@ -49,20 +44,68 @@ impl Service {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// A flag set on SIGINT or SIGTERM, for modes without a server (`replay`):
+/// a thread with a one-thread runtime waits for the signal.
+pub fn stop_on_signal() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let flag = Arc::clone(&stop);
+    // The signal handlers are installed before the thread starts waiting.
+    let waiting = runtime.block_on(async { SignalWait::install() });
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || runtime.block_on(set_after(waiting, flag)))?;
+    Ok(stop)
+}
+
+async fn set_on_signal(stop: Arc<AtomicBool>) {
+    set_after(SignalWait::install(), stop).await;
+}
+
+async fn set_after(waiting: SignalWait, stop: Arc<AtomicBool>) {
+    waiting.wait().await;
+    tracing::info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM handlers, installed when this is made.
+struct SignalWait {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl SignalWait {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on SIGINT or SIGTERM.
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (Some(mut term), Some(mut interrupt)) = (self.term, self.interrupt) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

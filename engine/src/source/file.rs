@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -66,8 +66,11 @@ pub struct ReplaySource {
 }
 
 enum ReplayInput {
-    /// One thread: read, cut and decode here.
+    /// One thread: read a file, cut and decode here.
     Inline(Chunker<Box<dyn Read + Send>>),
+    /// One decode thread, reading stdin: a reader thread hands over lines as
+    /// they arrive, so a stalled pipe does not block the driver (or a signal).
+    Piped(Receiver<Chunk>),
     /// Decode threads; chunk i is decoded by worker i % n, so receiving
     /// round-robin restores input order.
     Parallel {
@@ -97,7 +100,9 @@ impl ReplaySource {
             let size = file.metadata().ok().map(|m| m.len());
             (Chunks::open(file, threads > 1).map_err(read_error)?, size)
         };
-        let input = if threads <= 1 {
+        let input = if threads <= 1 && path == "-" {
+            ReplayInput::Piped(spawn_reader(chunks, cap_bytes))
+        } else if threads <= 1 {
             let reader = match chunks {
                 Chunks::Stream(reader) => reader,
                 Chunks::Mapped(_) => unreachable!("mapped only with decode threads"),
@@ -113,43 +118,69 @@ impl ReplaySource {
         })
     }
 
-    fn next_batch(&mut self) -> io::Result<Option<Batch>> {
-        match &mut self.input {
-            ReplayInput::Inline(chunker) => Ok(chunker.next_chunk()?.map(|chunk| Batch {
+    /// The next batch; `Idle` when none arrived within `timeout`.
+    fn next_batch(&mut self, timeout: Duration) -> io::Result<Next> {
+        let received = match &mut self.input {
+            ReplayInput::Inline(chunker) => {
+                return Ok(match chunker.next_chunk()? {
+                    Some(chunk) => Next::Batch(Batch {
+                        chunk,
+                        decoded: None,
+                    }),
+                    None => Next::End,
+                });
+            }
+            ReplayInput::Piped(receiver) => receiver.recv_timeout(timeout).map(|chunk| Batch {
                 chunk,
                 decoded: None,
-            })),
+            }),
             ReplayInput::Parallel {
                 from_workers,
                 turn,
                 reader,
-            } => {
-                if let Ok(batch) = from_workers[*turn % from_workers.len()].recv() {
+            } => match from_workers[*turn % from_workers.len()].recv_timeout(timeout) {
+                Ok(batch) => {
                     *turn += 1;
-                    return Ok(Some(batch));
+                    Ok(batch)
                 }
-                match reader.take().map(|r| r.join()) {
-                    Some(Ok(read)) => read.map(|()| None),
-                    Some(Err(_)) => Err(io::Error::other("the reader thread panicked")),
-                    None => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return match reader.take().map(|r| r.join()) {
+                        Some(Ok(read)) => read.map(|()| Next::End),
+                        Some(Err(_)) => Err(io::Error::other("the reader thread panicked")),
+                        None => Ok(Next::End),
+                    };
                 }
-            }
-            ReplayInput::Done => Ok(None),
+                Err(RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
+            },
+            ReplayInput::Done => return Ok(Next::End),
+        };
+        match received {
+            Ok(batch) => Ok(Next::Batch(batch)),
+            Err(RecvTimeoutError::Timeout) => Ok(Next::Idle),
+            Err(RecvTimeoutError::Disconnected) => Ok(Next::End),
         }
     }
 }
 
+/// What the replay input had.
+enum Next {
+    Batch(Batch),
+    Idle,
+    End,
+}
+
 impl Source for ReplaySource {
-    fn pump(&mut self, _timeout: Duration, ingest: &mut dyn Ingest) -> Result<Pumped, SourceError> {
-        match self.next_batch() {
-            Ok(Some(batch)) => {
+    fn pump(&mut self, timeout: Duration, ingest: &mut dyn Ingest) -> Result<Pumped, SourceError> {
+        match self.next_batch(timeout) {
+            Ok(Next::Idle) => Ok(Pumped::Idle),
+            Ok(Next::Batch(batch)) => {
                 ingest.batch(&batch);
                 batch.chunk.release();
                 let lines = ingest.pipeline().totals().lines;
                 self.progress.advance(batch.chunk.data.len(), lines);
                 Ok(Pumped::Data)
             }
-            Ok(None) => {
+            Ok(Next::End) => {
                 self.input = ReplayInput::Done;
                 self.progress.finish();
                 Ok(Pumped::End)
@@ -220,6 +251,20 @@ fn spawn_decoders(
     }
 }
 
+/// One reader thread for one consumer: chunks of stdin as they arrive.
+fn spawn_reader(chunks: Chunks, cap_bytes: usize) -> Receiver<Chunk> {
+    let (sender, receiver) = sync_channel::<Chunk>(4);
+    thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || {
+            if let Err(error) = deal_chunks(chunks, cap_bytes, vec![sender]) {
+                tracing::error!(%error, "input read failed");
+            }
+        })
+        .expect("spawning the reader thread");
+    receiver
+}
+
 /// Deal chunks to the workers in turn.
 fn deal_chunks(
     chunks: Chunks,
@@ -241,7 +286,8 @@ fn deal_chunks(
             }
         }
         Chunks::Stream(reader) => {
-            let mut chunker = Chunker::new(reader, cap_bytes, Fill::Full);
+            // A pipe's lines are handed on as they arrive; a file's in full chunks.
+            let mut chunker = Chunker::new(reader, cap_bytes, Fill::Available);
             while let Some(chunk) = chunker.next_chunk()? {
                 if !send(chunk) {
                     break;
