@@ -12,7 +12,7 @@ use crate::kafka::metrics::KafkaMetrics;
 use crate::kafka::partition::PartitionGeometry;
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
-use crate::output::{now_ms, open_writer};
+use crate::output::{now_ms, open_writer, refuse_same_file};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::sink::api::{ApiSink, ServerState};
@@ -36,6 +36,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let watermark = pipeline_config.watermark;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ServerState::new(Arc::clone(&metrics)));
+    if let (SourceKind::File, Some(input)) = (config.source.kind, config.source.path.as_deref()) {
+        let outputs = [
+            ("--emit-windows", config.output.emit_windows.as_deref()),
+            ("--rejects", config.output.rejects.as_deref()),
+        ];
+        refuse_same_file(input, &outputs)?;
+    }
     let rejects = match config.output.rejects.as_deref() {
         Some(path) => Some(open_writer(path)?),
         None => None,

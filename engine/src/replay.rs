@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::driver::{Driver, DriverError, Ending, Mode};
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
-use crate::output::{now_ms, open_writer};
+use crate::output::{now_ms, open_writer, refuse_same_file, SameFileError};
 use crate::pipeline::{Pipeline, PipelineError, Totals};
 use crate::process::peak_rss_bytes;
 use crate::service::stop_on_signal;
@@ -93,6 +93,9 @@ pub enum ReplayError {
     /// The pipeline could not be built.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// An output is the input file.
+    #[error(transparent)]
+    SameFile(#[from] SameFileError),
     /// The signal handlers could not be set up.
     #[error("cannot watch for signals: {source}")]
     Signals {
@@ -115,6 +118,11 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         let path = path.to_owned();
         move |source| ReplayError::Output { path, source }
     };
+    let outputs = [
+        ("--output", Some(output)),
+        ("--rejects", config.output.rejects.as_deref()),
+    ];
+    refuse_same_file(input, &outputs)?;
     let metrics = Arc::new(Metrics::new());
     let rejects = match config.output.rejects.as_deref() {
         Some(path) => Some(open_writer(path).map_err(output_error(path))?),

@@ -198,6 +198,55 @@ fn missing_input_is_a_clear_error_not_a_crash() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/file.jsonl"), "{stderr}");
+    assert_eq!(
+        stderr.matches("os error 2").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+}
+
+/// An output that is the input file (same device and inode, also through
+/// a link) is refused before anything is opened for writing.
+#[test]
+fn writing_to_the_input_is_refused_and_the_input_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::eventsim_file(dir.path());
+    let before = std::fs::read(&input).unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::fs::hard_link(&input, &link).unwrap();
+    for (flag, target) in [
+        ("--output", &input),
+        ("--rejects", &input),
+        ("--output", &link),
+    ] {
+        for threads in ["1", "2"] {
+            let output = common::downbeat()
+                .args(["replay", "--decode-threads", threads, "--input"])
+                .arg(&input)
+                .arg(flag)
+                .arg(target)
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{flag} {target:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("is the input"), "{stderr}");
+            assert_eq!(
+                std::fs::read(&input).unwrap(),
+                before,
+                "the input is intact"
+            );
+        }
+    }
+    let output = common::downbeat()
+        .args(["run", "--listen", "127.0.0.1:0", "--input"])
+        .arg(&input)
+        .arg("--emit-windows")
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is the input"));
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 #[test]
