@@ -209,7 +209,7 @@ impl Ingest for Driver {
             }
             Some(decoded) => {
                 for (&span, &parsed) in decoded.spans.iter().zip(&decoded.parsed) {
-                    let raw = batch.chunk.line(span).bytes;
+                    let raw = batch.chunk.line(span).raw;
                     self.pipeline.apply(parsed, &decoded.names, raw);
                     if self.pipeline.has_closed() {
                         self.publish();

@@ -22,6 +22,9 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub struct Line<'a> {
     /// The bytes of the line, at most the cap.
     pub bytes: &'a [u8],
+    /// The line as it was in the input, a trailing `\r` included: what the
+    /// rejects file keeps, byte for byte.
+    pub raw: &'a [u8],
     /// True when the line was longer than the cap and its tail was dropped.
     pub truncated: bool,
 }
@@ -59,6 +62,8 @@ pub struct Span {
     pub start: u32,
     /// One past the last byte (a trailing `\r` excluded).
     pub end: u32,
+    /// True when a `\r` followed, before the newline.
+    pub carriage_return: bool,
 }
 
 impl Chunk {
@@ -76,6 +81,7 @@ impl Chunk {
             return vec![Span {
                 start: 0,
                 end: self.data.len() as u32,
+                carriage_return: false,
             }];
         }
         split_lines(&self.data)
@@ -84,8 +90,10 @@ impl Chunk {
     /// The line at `span`.
     #[inline]
     pub fn line(&self, span: Span) -> Line<'_> {
+        let raw_end = span.end as usize + usize::from(span.carriage_return);
         Line {
             bytes: &self.data[span.start as usize..span.end as usize],
+            raw: &self.data[span.start as usize..raw_end],
             truncated: self.truncated_line,
         }
     }
@@ -119,14 +127,11 @@ fn split_lines(data: &[u8]) -> Vec<Span> {
     let mut spans = Vec::with_capacity(data.len() / 256);
     let mut start = 0;
     let mut push = |start: usize, end: usize| {
-        let end = if end > start && data[end - 1] == b'\r' {
-            end - 1
-        } else {
-            end
-        };
+        let carriage_return = end > start && data[end - 1] == b'\r';
         spans.push(Span {
             start: start as u32,
-            end: end as u32,
+            end: (end - usize::from(carriage_return)) as u32,
+            carriage_return,
         });
     };
     for newline in memchr::memchr_iter(b'\n', data) {
@@ -327,6 +332,23 @@ mod tests {
             lines.pop();
         }
         lines
+    }
+
+    #[test]
+    fn the_raw_line_keeps_its_carriage_return() {
+        let chunk = Chunk::owned(b"a\r\nb\n\r\n".to_vec(), false);
+        let raws: Vec<&[u8]> = chunk
+            .spans()
+            .into_iter()
+            .map(|s| chunk.line(s).raw)
+            .collect();
+        assert_eq!(raws, vec![&b"a\r"[..], b"b", b"\r"]);
+        let lines: Vec<&[u8]> = chunk
+            .spans()
+            .into_iter()
+            .map(|s| chunk.line(s).bytes)
+            .collect();
+        assert_eq!(lines, vec![&b"a"[..], b"b", b""]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use downbeat::config::{Config, SourceKind};
 use downbeat::output::now_ms;
 use downbeat::source::generator::Generator;
+use downbeat::source::paced::counted_start;
 use downbeat::source::spike::SpikeConfig;
 
 /// downbeat: live music-streaming analytics over event-time windows.
@@ -389,10 +390,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut line = Vec::with_capacity(1024);
     let written = match args.events.count {
         Some(count) => {
-            let start = args
-                .events
-                .start_ms
-                .unwrap_or_else(|| now_ms() - (count as f64 * step_ms) as i64);
+            let start = counted_start(count, step_ms, args.events.start_ms, now_ms())?;
             (0..count).try_for_each(|i| {
                 line.clear();
                 generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);

@@ -272,7 +272,7 @@ impl Pipeline {
         let mut names = std::mem::take(&mut self.names);
         names.clear();
         let parsed = parse_line(&line, &self.parse_settings, &mut names);
-        let outcome = self.apply(parsed, &names, line.bytes);
+        let outcome = self.apply(parsed, &names, line.raw);
         self.names = names;
         outcome
     }
@@ -400,6 +400,7 @@ impl Pipeline {
             Some(bytes) => parse_line(
                 &Line {
                     bytes,
+                    raw: bytes,
                     truncated: false,
                 },
                 &self.parse_settings,

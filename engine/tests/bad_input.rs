@@ -443,3 +443,29 @@ fn giant_fields_are_refused_and_kept() {
         "{summary}"
     );
 }
+
+/// `--rejects` keeps refused lines byte for byte, a CRLF line's `\r` too.
+#[test]
+fn rejects_keep_crlf_lines_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("crlf.jsonl");
+    std::fs::write(&input, b"{\"ts\":oops}\r\nnot json\r\n").unwrap();
+    for threads in ["1", "2"] {
+        let rejects = dir.path().join(format!("rejects-{threads}.jsonl"));
+        common::replay(
+            &input,
+            dir.path(),
+            &[
+                "--decode-threads",
+                threads,
+                "--rejects",
+                rejects.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            std::fs::read(&rejects).unwrap(),
+            b"{\"ts\":oops}\r\nnot json\r\n",
+            "threads {threads}"
+        );
+    }
+}

@@ -81,3 +81,31 @@ fn generated_timestamps_end_now_by_default() {
         "last event {ts} is close to now {now_ms}"
     );
 }
+
+#[test]
+fn impossible_times_and_rates_are_refused_with_a_clear_message() {
+    let output = common::downbeat()
+        .args([
+            "generate",
+            "--count",
+            "3",
+            "--start-ms",
+            "9223372036854775807",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "refused, not a panic or wrapped timestamps"
+    );
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("year 9999"));
+    let output = common::downbeat()
+        .args(["generate", "--count", "3", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("greater than 0"), "{stderr}");
+}

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::output::now_ms;
 use crate::source::generator::{Generator, GeneratorConfig};
+use crate::source::paced::counted_start;
 
 /// What to produce.
 pub struct ProduceSettings {
@@ -226,9 +227,7 @@ fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<(
     let mut line = Vec::with_capacity(1024);
     match settings.count {
         Some(count) => {
-            let start = settings
-                .start_ms
-                .unwrap_or_else(|| now_ms() - (count as f64 * step_ms) as i64);
+            let start = counted_start(count, step_ms, settings.start_ms, now_ms())?;
             for i in 0..count {
                 line.clear();
                 generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
