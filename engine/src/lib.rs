@@ -5,6 +5,9 @@
 
 pub mod config;
 pub mod decode;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod decode_reference;
 pub mod driver;
 pub mod hdr_summary;
 pub mod http;
