@@ -184,4 +184,3 @@ pub fn reference(line: &[u8], bounds: Limits) -> Owned {
         duration_ms: seconds.map(|s| (s * 1000.0).round() as u32),
     }
 }
-

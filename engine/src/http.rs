@@ -193,6 +193,30 @@ impl Drop for Registered {
     }
 }
 
+/// Serve the requests of one connection (any byte stream) until it ends.
+pub async fn serve_connection<S>(stream: S, state: Arc<ServerState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let asked = Asked {
+            method: request.method(),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            has_host: request.version() != Version::HTTP_11 || request.headers().contains_key(HOST),
+        };
+        let reply = route(&state, &asked);
+        async move { Ok::<_, Infallible>(reply) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
 /// The default connection cap: half the process's file descriptor limit
 /// (read at start), at most 4096.
 pub fn default_max_connections() -> usize {
@@ -222,24 +246,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, max_connectio
         let state = Arc::clone(&state);
         let task = tokio::spawn(async move {
             let _registered = registered;
-            let service = service_fn(move |request: Request<Incoming>| {
-                let asked = Asked {
-                    method: request.method(),
-                    path: request.uri().path(),
-                    query: request.uri().query(),
-                    has_host: request.version() != Version::HTTP_11
-                        || request.headers().contains_key(HOST),
-                };
-                let reply = route(&state, &asked);
-                async move { Ok::<_, Infallible>(reply) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            serve_connection(stream, state).await;
         });
         connections.add(id, task.abort_handle());
         if task.is_finished() {
