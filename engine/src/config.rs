@@ -394,6 +394,7 @@ impl Config {
                 } => "trending.min_ratio",
                 TrendingError::Threshold { .. } => "trending.min_z",
                 TrendingError::Floor(_) => "trending.baseline_floor_streams",
+                TrendingError::MaxTrackedSongs(_) => "trending.max_tracked_songs",
                 TrendingError::WindowWidth(_) => "windows.tumbling_width_secs",
             };
             invalid(field, error.to_string())

@@ -47,6 +47,8 @@ pub struct Metrics {
     trending_streams: IntGaugeVec,
     trending_baseline: GaugeVec,
     streams_baseline: GaugeVec,
+    trending_tracked: IntGauge,
+    trending_evicted: IntCounter,
     streams_baseline_ratio: GaugeVec,
     last_event_time: Gauge,
     watermark_time: Gauge,
@@ -132,6 +134,8 @@ impl Metrics {
             trending_baseline: gauge_vec(&r, "downbeat_trending_song_baseline_streams", "Expected streams per tumbling window of each trending song, from its past windows.", &["rank", "artist", "song"]),
             streams_baseline: gauge_vec(&r, "downbeat_streams_baseline", "Expected streams per window from past windows (exponentially weighted), for the latest closed tumbling window.", &["window"]),
             streams_baseline_ratio: gauge_vec(&r, "downbeat_streams_baseline_ratio", "Streams in the latest closed tumbling window over their exponentially weighted baseline.", &["window"]),
+            trending_tracked: register(&r, IntGauge::new("downbeat_trending_tracked_songs", "Songs the trend detector keeps a baseline for (at most trending.max_tracked_songs).").expect("valid metric")),
+            trending_evicted: counter(&r, "downbeat_trending_evicted_songs_total", "Songs the trend detector forgot, coldest first, to stay within trending.max_tracked_songs."),
             last_event_time: gauge(&r, "downbeat_last_event_timestamp_seconds", "Largest event time seen, epoch seconds."),
             watermark_time: gauge(&r, "downbeat_watermark_timestamp_seconds", "Current event-time watermark, epoch seconds."),
             watermark_lag: gauge(&r, "downbeat_watermark_lag_seconds", "Wall clock minus the watermark."),
@@ -341,6 +345,10 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(song.baseline_streams);
         }
+        self.trending_tracked.set(trending.tracked_songs as i64);
+        let evicted = trending.evicted_songs_total;
+        self.trending_evicted
+            .inc_by(evicted.saturating_sub(self.trending_evicted.get()));
         if let (Some(baseline), Some(ratio)) = (trending.baseline_streams, trending.total_ratio) {
             self.streams_baseline
                 .with_label_values(&[window_label])

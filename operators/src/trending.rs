@@ -52,6 +52,10 @@ pub struct TrendingConfig {
     /// Baselines below this count as this, e.g. for a song never heard
     /// before (default 1).
     pub baseline_floor_streams: f64,
+    /// Songs with a baseline at most (default 100,000, about 5 MiB). Beyond,
+    /// the coldest (smallest baseline) are forgotten: such a song, if it
+    /// comes back, starts again from a zero baseline.
+    pub max_tracked_songs: usize,
 }
 
 impl Default for TrendingConfig {
@@ -64,6 +68,7 @@ impl Default for TrendingConfig {
             min_ratio: 2.0,
             min_z: 6.0,
             baseline_floor_streams: 1.0,
+            max_tracked_songs: 100_000,
         }
     }
 }
@@ -88,6 +93,9 @@ pub enum TrendingError {
     /// `baseline_floor_streams` must be positive and finite (it divides), e.g. 1.
     #[error("trending setting `baseline_floor_streams` must be positive and finite, got {0}")]
     Floor(f64),
+    /// `max_tracked_songs` must hold at least 1,000 songs.
+    #[error("trending max_tracked_songs must be at least 1000, got {0}")]
+    MaxTrackedSongs(usize),
     /// The window width must be positive.
     #[error("trending window width must be positive, got {0} ms")]
     WindowWidth(i64),
@@ -110,6 +118,9 @@ impl TrendingConfig {
         let floor = self.baseline_floor_streams;
         if !(floor.is_finite() && floor > 0.0) {
             return Err(TrendingError::Floor(floor));
+        }
+        if self.max_tracked_songs < 1_000 {
+            return Err(TrendingError::MaxTrackedSongs(self.max_tracked_songs));
         }
         Ok(())
     }
@@ -170,6 +181,10 @@ pub struct Trending {
     /// Trending songs, fastest riser first: ratio descending, then streams
     /// descending, then artist and song (byte order). At most `top_k`.
     pub songs: Vec<TrendingSong>,
+    /// Songs with a baseline after this window (at most `max_tracked_songs`).
+    pub tracked_songs: usize,
+    /// Songs forgotten so far to stay within `max_tracked_songs`.
+    pub evicted_songs_total: u64,
 }
 
 /// A song's EWMA, last updated at window `index`.
@@ -177,6 +192,15 @@ pub struct Trending {
 struct Average {
     value: f64,
     index: i64,
+}
+
+/// A ratio for ranking, to a millionth: songs whose ratios differ only by
+/// floating-point rounding (proportional streams and baselines give the
+/// same ratio computed two ways) rank by their streams instead.
+pub fn ratio_rank(ratio: f64) -> i64 {
+    (ratio * 1e6)
+        .round()
+        .clamp(i64::MIN as f64, i64::MAX as f64) as i64
 }
 
 /// Drop entries whose average decayed below this (streams per window).
@@ -196,6 +220,7 @@ pub struct TrendDetector {
     first_index: Option<i64>,
     last_index: Option<i64>,
     last_sweep: i64,
+    evicted: u64,
 }
 
 impl TrendDetector {
@@ -214,6 +239,7 @@ impl TrendDetector {
             first_index: None,
             last_index: None,
             last_sweep: i64::MIN,
+            evicted: 0,
         })
     }
 
@@ -267,8 +293,8 @@ impl TrendDetector {
             }
         }
         rising.sort_by(|a, b| {
-            b.ratio
-                .total_cmp(&a.ratio)
+            ratio_rank(b.ratio)
+                .cmp(&ratio_rank(a.ratio))
                 .then_with(|| b.streams.cmp(&a.streams))
                 .then_with(|| a.artist.cmp(&b.artist))
                 .then_with(|| a.song.cmp(&b.song))
@@ -280,6 +306,11 @@ impl TrendDetector {
         if index.saturating_sub(self.last_sweep) >= SWEEP_EVERY_WINDOWS {
             self.sweep(index);
         }
+        // A quarter of slack, so the (linear) eviction runs rarely.
+        let cap = self.config.max_tracked_songs;
+        if self.songs.len() > cap + cap / 4 {
+            self.evict_coldest(index, cap);
+        }
         let floor = self.config.baseline_floor_streams;
         Some(Trending {
             window_start_ms: end_ms - self.window_ms,
@@ -289,6 +320,8 @@ impl TrendDetector {
             baseline_streams: total_baseline,
             total_ratio: total_baseline.map(|b| streams as f64 / b.max(floor)),
             songs: rising,
+            tracked_songs: self.songs.len(),
+            evicted_songs_total: self.evicted,
         })
     }
 
@@ -330,6 +363,24 @@ impl TrendDetector {
             ratio,
             z_score,
         })
+    }
+
+    /// Forget the coldest songs as of window `index` so that at most `cap`
+    /// remain. Songs as cold as the coldest one kept would be are all
+    /// forgotten too: which of equals to keep would otherwise depend on
+    /// hash order, and the result must not.
+    fn evict_coldest(&mut self, index: i64, cap: usize) {
+        let decay = self.decay;
+        let decayed = |average: &Average| {
+            let gap = (index - average.index).clamp(0, MAX_GAP_WINDOWS);
+            average.value * decay.powi(gap as i32)
+        };
+        let before = self.songs.len();
+        let mut values: Vec<f64> = self.songs.values().map(decayed).collect();
+        let (_, &mut threshold, _) =
+            values.select_nth_unstable_by(before - cap - 1, f64::total_cmp);
+        self.songs.retain(|_, average| decayed(average) > threshold);
+        self.evicted += (before - self.songs.len()) as u64;
     }
 
     /// Forget songs whose average has decayed to nothing.
@@ -413,7 +464,12 @@ mod tests {
                         rising.push((ratio, streams, format!("song {song:03}")));
                     }
                 }
-                rising.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+                rising.sort_by(|a, b| {
+                    ratio_rank(b.0)
+                        .cmp(&ratio_rank(a.0))
+                        .then(b.1.cmp(&a.1))
+                        .then(a.2.cmp(&b.2))
+                });
                 rising.truncate(config.top_k);
                 Some(
                     rising
@@ -436,7 +492,43 @@ mod tests {
             min_ratio: 1.731_27,
             min_z: 1.413_71,
             baseline_floor_streams: 1.0,
+            max_tracked_songs: 1_000,
         }
+    }
+
+    #[test]
+    fn the_coldest_songs_are_forgotten_beyond_the_cap() {
+        let config = TrendingConfig {
+            max_tracked_songs: 1_000,
+            ..TrendingConfig::default()
+        };
+        let mut detector = TrendDetector::new(config, MINUTE).unwrap();
+        let names: Vec<String> = (0..3_000).map(|i| format!("song {i}")).collect();
+        // Window 1: 100 hot songs (50 streams each); window 2: 2,000 new
+        // songs played once. The hot ones must survive the eviction.
+        let hot = (0..100u64).map(|i| SongStreams {
+            key: i,
+            artist: "a",
+            song: &names[i as usize],
+            streams: 50,
+        });
+        detector.observe(MINUTE, 5_000, hot).unwrap();
+        let cold = (100..2_100u64).map(|i| SongStreams {
+            key: i,
+            artist: "a",
+            song: &names[i as usize],
+            streams: 1,
+        });
+        let answer = detector.observe(2 * MINUTE, 2_000, cold).unwrap();
+        assert!(answer.tracked_songs <= 1_000, "{}", answer.tracked_songs);
+        assert_eq!(
+            answer.tracked_songs as u64 + answer.evicted_songs_total,
+            2_100
+        );
+        assert!(
+            (0..100).all(|key| detector.songs.contains_key(&key)),
+            "the hot songs stay"
+        );
     }
 
     proptest! {
