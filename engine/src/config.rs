@@ -162,7 +162,7 @@ pub struct InputConfig {
     /// stream to confirm them; unconfirmed ones are refused as
     /// `timestamp_outlier` (see the README's Semantics).
     pub outliers: OutlierConfig,
-    /// Events further ahead of the wall clock are refused (default 1 day).
+    /// Events further ahead of the wall clock are refused (default 15 minutes: a client clock that far ahead would otherwise hold every other event late).
     pub max_future_ms: u64,
     /// `replay` decodes on this many threads; 0 (default) means one per core,
     /// 1 decodes inline on the pipeline thread.
@@ -175,7 +175,7 @@ impl Default for InputConfig {
             max_line_bytes: 1 << 20,
             max_field_bytes: MAX_FIELD_BYTES,
             outliers: OutlierConfig::default(),
-            max_future_ms: 86_400_000,
+            max_future_ms: 900_000,
             decode_threads: 0,
         }
     }
