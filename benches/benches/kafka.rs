@@ -10,13 +10,15 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+
+use downbeat_benches::downbeat_binary;
 
 struct Killed(Child);
 
@@ -33,20 +35,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn downbeat_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "-p", "downbeat-engine"])
-        .current_dir(workspace())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the release binary failed");
-    workspace().join("target/release/downbeat")
 }
 
 fn metrics(port: u16) -> BTreeMap<String, f64> {

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use downbeat_operators::window::pane_ms;
 use downbeat_operators::{
     AggregatorConfig, OutlierConfig, OutlierError, TrendingConfig, TrendingError, WindowSpec,
 };
@@ -181,6 +182,26 @@ impl Default for InputConfig {
     }
 }
 
+/// `[memory]`: the budget for the state that grows with distinct songs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Song names and per-song counts of every pane held (default 128 MiB).
+    /// Each pane gets an equal share; a pane past its share keeps its song
+    /// counts as a heavy-hitters summary whose error bound the window
+    /// records carry (`top_songs_max_undercount`). Everything else the
+    /// engine holds is bounded on its own (see the README's memory budget).
+    pub song_state_mib: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            song_state_mib: 128,
+        }
+    }
+}
+
 /// `[http]`: the live-mode server.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -228,6 +249,8 @@ pub struct Config {
     pub trending: TrendingConfig,
     /// Input limits.
     pub input: InputConfig,
+    /// Memory budget.
+    pub memory: MemoryConfig,
     /// HTTP server.
     pub http: HttpConfig,
     /// Outputs.
@@ -265,7 +288,25 @@ impl Config {
         self.validate_kafka()?;
         self.validate_generator()?;
         self.validate_trending()?;
+        if self.memory.song_state_mib == 0 || self.memory.song_state_mib > 1 << 20 {
+            return Err(invalid(
+                "memory.song_state_mib",
+                "must be between 1 and 1048576",
+            ));
+        }
         Ok(())
+    }
+
+    /// The song-state share of one pane: the budget over the panes one
+    /// input holds at most (the widest window, the allowed lateness and the
+    /// pane being filled).
+    fn pane_song_budget_bytes(&self, pane_ms: u64) -> usize {
+        let w = &self.windows;
+        let held_ms =
+            w.tumbling_width_secs.max(w.sliding_width_secs) * 1000 + w.allowed_lateness_ms;
+        let panes = held_ms.div_ceil(pane_ms) + 1;
+        let budget = self.memory.song_state_mib.saturating_mul(1 << 20);
+        usize::try_from(budget / panes).unwrap_or(usize::MAX)
     }
 
     fn validate_windows(&self) -> Result<(), ConfigError> {
@@ -469,11 +510,14 @@ impl Config {
             .map_err(|e| invalid("windows.tumbling_width_secs", e.to_string()))?;
         let sliding = WindowSpec::sliding(secs(w.sliding_width_secs), secs(w.sliding_slide_secs))
             .map_err(|e| invalid("windows.sliding_width_secs", e.to_string()))?;
+        let windows = vec![tumbling, sliding];
+        let pane_song_budget_bytes = self.pane_song_budget_bytes(pane_ms(&windows) as u64);
         Ok(PipelineConfig {
             aggregator: AggregatorConfig {
-                windows: vec![tumbling, sliding],
+                windows,
                 top_k: w.top_k,
                 trending: self.trending.clone(),
+                pane_song_budget_bytes,
             },
             watermark: WatermarkConfig {
                 allowed_lateness_ms: w.allowed_lateness_ms as i64,

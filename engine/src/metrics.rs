@@ -56,6 +56,9 @@ pub struct Metrics {
     close_latency: HdrSummary,
     live_panes: IntGauge,
     interned_songs: IntGauge,
+    song_state_bytes: IntGauge,
+    song_reductions: IntCounter,
+    top_songs_max_undercount: IntGaugeVec,
     /// Latest top songs per window label, to rebuild the rank series.
     leaderboards: Mutex<BTreeMap<String, Vec<SongCount>>>,
 }
@@ -142,6 +145,9 @@ impl Metrics {
             close_latency: register(&r, HdrSummary::new("downbeat_window_close_latency_seconds", "Time from the watermark closing a window to its results being published (HdrHistogram quantiles since start).", 1e-9, 60_000_000_000)),
             live_panes: register(&r, IntGauge::new("downbeat_live_panes", "Window panes held in memory.").expect("valid metric")),
             interned_songs: register(&r, IntGauge::new("downbeat_interned_songs", "Song names held by live panes.").expect("valid metric")),
+            song_state_bytes: register(&r, IntGauge::new("downbeat_song_state_bytes", "Bytes charged for song names and counts in the panes held (each pane within memory.song_state_mib over the panes held).").expect("valid metric")),
+            song_reductions: counter(&r, "downbeat_song_count_reductions_total", "Times a pane's song counts passed its share of the memory budget and were reduced to a heavy-hitters summary."),
+            top_songs_max_undercount: int_gauge_vec(&r, "downbeat_window_top_songs_max_undercount", "0 while the latest closed window's song counts are exact; beyond the memory budget, how far below the truth any song count may be.", &["window"]),
             leaderboards: Mutex::new(BTreeMap::new()),
             registry: r,
         };
@@ -308,6 +314,9 @@ impl Metrics {
         self.windows_emitted
             .with_label_values(&[window_label])
             .inc();
+        self.top_songs_max_undercount
+            .with_label_values(&[window_label])
+            .set(i64::try_from(result.top_songs_max_undercount).unwrap_or(i64::MAX));
         let mut boards = self.leaderboards.lock().unwrap_or_else(|e| e.into_inner());
         boards.insert(window_label.to_owned(), result.top_songs.clone());
         // Reset and re-add so ranks and titles of the previous window vanish.
@@ -377,6 +386,13 @@ impl Metrics {
         }
         self.live_panes.set(progress.live_panes as i64);
         self.interned_songs.set(progress.interned_songs as i64);
+        self.song_state_bytes
+            .set(i64::try_from(progress.song_state_bytes).unwrap_or(i64::MAX));
+        self.song_reductions.inc_by(
+            progress
+                .song_reductions
+                .saturating_sub(self.song_reductions.get()),
+        );
     }
 }
 
@@ -432,6 +448,10 @@ pub struct Progress {
     pub live_panes: usize,
     /// Song names held.
     pub interned_songs: usize,
+    /// Bytes charged for song state.
+    pub song_state_bytes: usize,
+    /// Pane song-count reductions so far.
+    pub song_reductions: u64,
 }
 
 /// Unsynchronised per-thread counters (the prometheus crate's local

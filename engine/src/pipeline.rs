@@ -629,6 +629,8 @@ impl Pipeline {
             watermark_ms,
             live_panes: self.aggregator.live_panes(),
             interned_songs: self.aggregator.interned_songs(),
+            song_state_bytes: self.aggregator.song_state_bytes(),
+            song_reductions: self.aggregator.song_reductions(),
         });
         self.flush_rejects();
     }

@@ -469,3 +469,98 @@ fn rejects_keep_crlf_lines_byte_for_byte() {
         );
     }
 }
+
+/// Three minutes in which every fourth play is one hit and every other play a
+/// song never heard before.
+fn flood_of_new_songs(path: &Path) -> Vec<(i64, bool)> {
+    const START_MS: i64 = 1_700_000_040_000;
+    let mut lines = String::new();
+    let mut plays = Vec::new();
+    for i in 0..24_000i64 {
+        let ts = START_MS + i * 180_000 / 24_000;
+        let hit = i % 4 == 0;
+        let song = if hit {
+            "Hit".to_owned()
+        } else {
+            format!("New song {i}")
+        };
+        lines.push_str(&format!(
+            "{{\"ts\":{ts},\"userId\":\"u{}\",\"page\":\"NextSong\",\"artist\":\"A\",\"song\":\"{song}\"}}\n",
+            i % 500
+        ));
+        plays.push((ts, hit));
+    }
+    std::fs::write(path, lines).unwrap();
+    plays
+}
+
+/// Past its share of `memory.song_state_mib` a pane's song counts become
+/// heavy hitters: the window records say so with their bound, the hit is
+/// still on top within that bound, and everything else stays exact. Under
+/// the default budget the same input is exact. `run` shows it in metrics.
+#[test]
+fn a_flood_of_new_songs_stays_within_the_budget_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flood.jsonl");
+    let plays = flood_of_new_songs(&input);
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[memory]\nsong_state_mib = 1\n").unwrap();
+    let (bounded, summary) =
+        common::replay(&input, dir.path(), &["--config", config.to_str().unwrap()]);
+    let (exact, _) = common::replay(&input, dir.path(), &[]);
+    assert_eq!(summary["streams"], 24_000);
+    assert_eq!(bounded.len(), exact.len());
+    for (window, exact_window) in bounded.iter().zip(&exact) {
+        let (start, end) = (
+            window["start_ms"].as_i64().unwrap(),
+            window["end_ms"].as_i64().unwrap(),
+        );
+        let inside = |&&(ts, _): &&(i64, bool)| start <= ts && ts < end;
+        let streams = plays.iter().filter(inside).count() as u64;
+        let hits = plays.iter().filter(inside).filter(|(_, hit)| *hit).count() as u64;
+        assert_eq!(window["streams"], streams, "{window}");
+        assert_eq!(window["active_users"], exact_window["active_users"]);
+        assert_eq!(window["breakdown"], exact_window["breakdown"]);
+        let bound = window["top_songs_max_undercount"]
+            .as_u64()
+            .expect("the bound is stated");
+        assert!(
+            bound > 0 && bound < hits / 4,
+            "bound {bound} for {hits} hits"
+        );
+        let top = &window["top_songs"][0];
+        assert_eq!(top["song"], "Hit");
+        let counted = top["streams"].as_u64().unwrap();
+        assert!(
+            counted <= hits && hits - counted <= bound,
+            "{counted} of {hits} within {bound}"
+        );
+        assert!(
+            exact_window.get("top_songs_max_undercount").is_none(),
+            "{exact_window}"
+        );
+        assert_eq!(exact_window["top_songs"][0]["streams"], hits);
+    }
+
+    let engine = common::start_run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--idle-timeout-ms",
+        "300",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    common::wait_until(Duration::from_secs(20), "a window past the budget", || {
+        let Ok((200, metrics)) = common::get(engine.port, "/metrics") else {
+            return false;
+        };
+        let reductions = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("downbeat_song_count_reductions_total "));
+        reductions.is_some_and(|n| n != "0")
+            && metrics.lines().any(|line| {
+                line.starts_with("downbeat_window_top_songs_max_undercount{window=\"1m\"} ")
+                    && !line.ends_with(" 0")
+            })
+    });
+}

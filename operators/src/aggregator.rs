@@ -29,7 +29,7 @@ use crate::pane::Pane;
 use crate::result::WindowResult;
 use crate::top_k::top_k;
 use crate::trending::{SongStreams, TrendDetector, Trending, TrendingConfig};
-use crate::window::{bucket_start, gcd, WindowError, WindowId, WindowKind, WindowSpec};
+use crate::window::{bucket_start, pane_ms, WindowError, WindowId, WindowKind, WindowSpec};
 
 /// What the aggregator computes.
 #[derive(Clone, Debug)]
@@ -41,6 +41,10 @@ pub struct AggregatorConfig {
     /// Trending songs, scored on every close of the first tumbling window
     /// (none without a tumbling window).
     pub trending: TrendingConfig,
+    /// Bytes of song state one pane may hold (names and counts, see
+    /// [`crate::song_counts`]); beyond it the pane's song counts become a
+    /// heavy-hitters summary with an error bound. `usize::MAX`: unbounded.
+    pub pane_song_budget_bytes: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -53,6 +57,7 @@ impl Default for AggregatorConfig {
             ],
             top_k: 10,
             trending: TrendingConfig::default(),
+            pane_song_budget_bytes: usize::MAX,
         }
     }
 }
@@ -83,6 +88,9 @@ pub struct WindowAggregator {
     catalog: SongCatalog,
     closed_through_ms: Option<EventTimeMs>,
     late_events: u64,
+    pane_song_budget_bytes: usize,
+    /// Times a pane's song counts passed the budget and were reduced.
+    song_reductions: u64,
     /// The window the trend detector scores, and the detector.
     trend: Option<(usize, TrendDetector)>,
     trending: Option<Trending>,
@@ -97,10 +105,7 @@ impl WindowAggregator {
         if config.top_k == 0 {
             return Err(WindowError::ZeroTopK);
         }
-        let pane_ms = config
-            .windows
-            .iter()
-            .fold(0, |g, w| gcd(gcd(g, w.width_ms()), w.slide_ms()));
+        let pane_ms = pane_ms(&config.windows);
         let max_width_ms = config
             .windows
             .iter()
@@ -128,6 +133,8 @@ impl WindowAggregator {
             catalog: SongCatalog::new(),
             closed_through_ms: None,
             late_events: 0,
+            pane_song_budget_bytes: config.pane_song_budget_bytes,
+            song_reductions: 0,
             trend,
             trending: None,
         })
@@ -220,8 +227,20 @@ impl WindowAggregator {
             .panes
             .entry((bucket_start(stream.time_ms, self.pane_ms), source))
             .or_default();
-        if pane.add(&stream) {
-            self.catalog.retain(stream.song);
+        if !pane.add(&stream) {
+            return;
+        }
+        self.catalog.retain(stream.song);
+        let songs = pane.song_summary_mut();
+        songs.charge(self.catalog.charge_bytes(stream.song));
+        if songs.charged_bytes() > self.pane_song_budget_bytes {
+            let catalog = &mut self.catalog;
+            songs.reduce_to(self.pane_song_budget_bytes, |song| {
+                let bytes = catalog.charge_bytes(song);
+                catalog.release(song);
+                bytes
+            });
+            self.song_reductions += 1;
         }
     }
 
@@ -447,6 +466,7 @@ impl WindowAggregator {
             streams: window_state.streams(),
             active_users: window_state.users().count(),
             top_songs: top_k(window_state.song_counts(), self.top_k, &self.catalog),
+            top_songs_max_undercount: window_state.song_summary().max_undercount(),
             breakdown: window_state.breakdown().clone(),
             listening: window_state.durations().summary(),
         }
@@ -484,6 +504,20 @@ impl WindowAggregator {
     /// Events refused because their windows were already emitted.
     pub fn late_events(&self) -> u64 {
         self.late_events
+    }
+
+    /// Times a pane's song counts passed the budget and were reduced to a
+    /// heavy-hitters summary.
+    pub fn song_reductions(&self) -> u64 {
+        self.song_reductions
+    }
+
+    /// Bytes charged for the song state of every pane held.
+    pub fn song_state_bytes(&self) -> usize {
+        self.panes
+            .values()
+            .map(|pane| pane.song_summary().charged_bytes())
+            .sum()
     }
 
     /// Panes currently held.

@@ -8,12 +8,24 @@
 use hashbrown::HashTable;
 
 use crate::event::SongId;
+use crate::song_counts::ENTRY_OVERHEAD_BYTES;
 
+/// One allocation per song: the artist's bytes then the song's.
 struct Entry {
-    artist: Box<str>,
-    song: Box<str>,
-    hash: u64,
+    names: Box<str>,
+    artist_len: usize,
     references: u32,
+    hash: u64,
+}
+
+impl Entry {
+    fn artist(&self) -> &str {
+        &self.names[..self.artist_len]
+    }
+
+    fn song(&self) -> &str {
+        &self.names[self.artist_len..]
+    }
 }
 
 /// The interner. Ids are dense and reused after eviction.
@@ -53,14 +65,14 @@ impl SongCatalog {
             let entry = entries[id as usize]
                 .as_ref()
                 .expect("table holds live ids only");
-            &*entry.artist == artist && &*entry.song == song
+            entry.artist() == artist && entry.song() == song
         });
         if let Some(&id) = found {
             return SongId(id);
         }
         let entry = Entry {
-            artist: artist.into(),
-            song: song.into(),
+            names: [artist, song].concat().into_boxed_str(),
+            artist_len: artist.len(),
             hash,
             references: 0,
         };
@@ -125,7 +137,16 @@ impl SongCatalog {
         self.entries
             .get(id.0 as usize)
             .and_then(Option::as_ref)
-            .map(|entry| (&*entry.artist, &*entry.song))
+            .map(|entry| (entry.artist(), entry.song()))
+    }
+
+    /// What a pane holding `id` is charged for it (0 for an id not held):
+    /// the entry overhead plus the bytes of its names.
+    pub fn charge_bytes(&self, id: SongId) -> usize {
+        self.entries
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |entry| ENTRY_OVERHEAD_BYTES + entry.names.len())
     }
 
     /// The name hash of a live id: stable for the process, whatever id the

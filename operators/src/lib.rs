@@ -36,6 +36,7 @@ pub mod operator;
 pub mod outlier;
 pub mod pane;
 pub mod result;
+pub mod song_counts;
 pub mod top_k;
 pub mod trending;
 pub mod window;
@@ -51,6 +52,7 @@ pub use operator::Operator;
 pub use outlier::{OutlierConfig, OutlierError, OutlierGuard, Verdict};
 pub use pane::Pane;
 pub use result::{SongCount, WindowResult};
+pub use song_counts::SongCounts;
 pub use top_k::top_k;
 pub use trending::{
     SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,

@@ -4,18 +4,17 @@
 //! from panes when they close, so an event costs the same whatever the
 //! window width.
 
-use std::collections::HashMap;
-
 use crate::breakdown::Breakdown;
 use crate::distinct_users::DistinctUsers;
 use crate::duration::DurationHistogram;
 use crate::event::{Play, SongId};
+use crate::song_counts::SongCounts;
 
 /// Aggregate state of one pane (or of a window merged from panes).
 #[derive(Clone, Debug, Default)]
 pub struct Pane {
     streams: u64,
-    song_counts: HashMap<SongId, u64, ahash::RandomState>,
+    song_counts: SongCounts,
     users: DistinctUsers,
     breakdown: Breakdown,
     durations: DurationHistogram,
@@ -32,17 +31,13 @@ impl Pane {
         if let Some(duration_ms) = stream.duration_ms {
             self.durations.record(duration_ms);
         }
-        let count = self.song_counts.entry(stream.song).or_insert(0);
-        *count += 1;
-        *count == 1
+        self.song_counts.add(stream.song)
     }
 
     /// Add everything `other` counted.
     pub fn merge(&mut self, other: &Pane) {
         self.streams += other.streams;
-        for (&song, &count) in &other.song_counts {
-            *self.song_counts.entry(song).or_insert(0) += count;
-        }
+        self.song_counts.merge(&other.song_counts);
         self.users.merge(&other.users);
         self.breakdown.merge(&other.breakdown);
         self.durations.merge(&other.durations);
@@ -53,14 +48,24 @@ impl Pane {
         self.streams
     }
 
-    /// Exact streams per song.
+    /// Streams per song: exact while [`SongCounts::max_undercount`] is 0.
     pub fn song_counts(&self) -> impl Iterator<Item = (SongId, u64)> + '_ {
-        self.song_counts.iter().map(|(&song, &count)| (song, count))
+        self.song_counts.iter()
     }
 
     /// Songs counted (the catalog references this pane holds).
     pub fn songs(&self) -> impl Iterator<Item = SongId> + '_ {
-        self.song_counts.keys().copied()
+        self.song_counts.iter().map(|(song, _)| song)
+    }
+
+    /// The per-song counts, with their byte charge and error bound.
+    pub fn song_summary(&self) -> &SongCounts {
+        &self.song_counts
+    }
+
+    /// The per-song counts, to charge or reduce.
+    pub fn song_summary_mut(&mut self) -> &mut SongCounts {
+        &mut self.song_counts
     }
 
     /// Distinct users.

@@ -6,6 +6,10 @@ use crate::breakdown::Breakdown;
 use crate::duration::DurationSummary;
 use crate::window::{WindowId, WindowKind};
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// One song on a leaderboard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SongCount {
@@ -13,7 +17,8 @@ pub struct SongCount {
     pub artist: String,
     /// Song title.
     pub song: String,
-    /// Exact streams in the window.
+    /// Streams in the window (exact unless the window record carries
+    /// `top_songs_max_undercount`).
     pub streams: u64,
 }
 
@@ -38,6 +43,12 @@ pub struct WindowResult {
     pub active_users: u64,
     /// Top songs by streams, then artist, then song (byte order).
     pub top_songs: Vec<SongCount>,
+    /// 0 (and not serialized) while the window's song counts are exact.
+    /// Beyond the memory budget each count in `top_songs` is at most this
+    /// far below the song's true streams, and a song not listed has at most
+    /// the last listed count plus this.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub top_songs_max_undercount: u64,
     /// Streams by level, device, state and gender.
     pub breakdown: Breakdown,
     /// Listening-time summary of the streams that carried a duration.

@@ -1,4 +1,4 @@
-//! Top-k songs: exact counts, a total order, names resolved at the end.
+//! Top-k songs: a total order, names resolved at the end.
 
 use std::cmp::Ordering;
 
@@ -16,19 +16,30 @@ fn leaderboard_order(a: &(u64, &str, &str), b: &(u64, &str, &str)) -> Ordering {
 
 /// The `k` most streamed songs of `counts`, in leaderboard order.
 ///
-/// Linear selection then a sort of the `k` winners: O(n + k log k).
+/// Selects on counts alone first (no name is read), so names are looked up
+/// and compared only for the songs tied at the k-th count: O(n) plus the
+/// ties, then a sort of the `k` winners.
 pub fn top_k(
     counts: impl IntoIterator<Item = (SongId, u64)>,
     k: usize,
     catalog: &SongCatalog,
 ) -> Vec<SongCount> {
-    let mut entries: Vec<(u64, &str, &str)> = counts
-        .into_iter()
-        .filter_map(|(id, n)| catalog.names(id).map(|(artist, song)| (n, artist, song)))
-        .collect();
     if k == 0 {
         return Vec::new();
     }
+    let mut by_count: Vec<(u64, SongId)> = counts
+        .into_iter()
+        .map(|(song, streams)| (streams, song))
+        .collect();
+    if by_count.len() > k {
+        let (_, &mut (kth, _), _) = by_count.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
+        // Every song above the k-th count wins; those tied with it compete by name.
+        by_count.retain(|&(streams, _)| streams >= kth);
+    }
+    let mut entries: Vec<(u64, &str, &str)> = by_count
+        .into_iter()
+        .filter_map(|(n, id)| catalog.names(id).map(|(artist, song)| (n, artist, song)))
+        .collect();
     if entries.len() > k {
         entries.select_nth_unstable_by(k - 1, leaderboard_order);
         entries.truncate(k);

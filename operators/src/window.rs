@@ -141,6 +141,14 @@ impl WindowSpec {
     }
 }
 
+/// The pane width shared by `windows`: the greatest common divisor of every
+/// width and slide, so each window starts and ends on a pane boundary.
+pub fn pane_ms(windows: &[WindowSpec]) -> i64 {
+    windows
+        .iter()
+        .fold(0, |g, w| gcd(gcd(g, w.width_ms()), w.slide_ms()))
+}
+
 /// Greatest common divisor, for the pane size shared by all windows.
 pub(crate) fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 {

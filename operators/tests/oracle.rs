@@ -260,6 +260,10 @@ const SHAPE_SETS: [&[Shape]; 6] = [
 ];
 
 fn aggregator(shapes: &[Shape], top_k: usize) -> WindowAggregator {
+    aggregator_with_budget(shapes, top_k, usize::MAX)
+}
+
+fn aggregator_with_budget(shapes: &[Shape], top_k: usize, budget_bytes: usize) -> WindowAggregator {
     let windows = shapes
         .iter()
         .map(|s| {
@@ -273,13 +277,14 @@ fn aggregator(shapes: &[Shape], top_k: usize) -> WindowAggregator {
     WindowAggregator::new(AggregatorConfig {
         windows,
         top_k,
+        pane_song_budget_bytes: budget_bytes,
         ..AggregatorConfig::default()
     })
     .unwrap()
 }
 
 /// The parts of a window result that must match exactly.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Exact {
     window: &'static str,
     start_ms: i64,
@@ -524,6 +529,52 @@ fn run_on_time(shapes: &[Shape], scenario: &Scenario) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// Deliver `scenario` in event-time order with panes of `budget_bytes`: every
+/// window is exact but for its song counts, which hold the heavy-hitters
+/// guarantee against the true counts (exact when the bound is 0).
+fn run_within_budget(scenario: &Scenario, budget_bytes: usize) -> Result<(), TestCaseError> {
+    let mut agg = aggregator_with_budget(&DEFAULT_SHAPES, scenario.top_k, budget_bytes);
+    let mut out = Vec::new();
+    for listen in &scenario.delivery {
+        let stream = listen.stream(&mut agg);
+        prop_assert!(agg.insert(stream).is_ok());
+    }
+    agg.flush(&mut out);
+    let want = naive_windows(&DEFAULT_SHAPES, usize::MAX, &scenario.delivery);
+    prop_assert_eq!(out.len(), want.len());
+    for (result, expected) in out.iter().zip(&want) {
+        let mut got = exact_view(result);
+        let got_top = std::mem::take(&mut got.top_songs);
+        let mut want_rest = expected.exact.clone();
+        let all_songs = std::mem::take(&mut want_rest.top_songs);
+        prop_assert_eq!(got, want_rest, "everything but the song counts is exact");
+
+        let truth: HashMap<(&str, &str), u64> = all_songs
+            .iter()
+            .map(|(artist, song, n)| ((artist.as_str(), song.as_str()), *n))
+            .collect();
+        let bound = result.top_songs_max_undercount;
+        for (artist, song, counted) in &got_top {
+            let true_count = truth[&(artist.as_str(), song.as_str())];
+            prop_assert!(*counted <= true_count && true_count - counted <= bound);
+        }
+        // A song left off has at most the last listed count plus the bound.
+        if got_top.len() == scenario.top_k {
+            let last = got_top.last().map_or(0, |(_, _, n)| *n);
+            for ((artist, song), true_count) in &truth {
+                let listed = got_top.iter().any(|(a, s, _)| a == artist && s == song);
+                prop_assert!(listed || *true_count <= last + bound);
+            }
+        }
+        if bound == 0 {
+            let exact_top: Vec<_> = all_songs.into_iter().take(scenario.top_k).collect();
+            prop_assert_eq!(got_top, exact_top);
+        }
+    }
+    prop_assert_eq!(agg.interned_songs(), 0, "names left after flush");
+    Ok(())
+}
+
 /// When a late listen happened, relative to the watermark it arrives at.
 #[derive(Clone, Debug)]
 enum LateTime {
@@ -647,6 +698,37 @@ proptest! {
     #[test]
     fn aggregator_matches_naive_windows(scenario in scenario_strategy(200)) {
         run_on_time(&DEFAULT_SHAPES, &scenario)?;
+    }
+
+    /// Panes past a small song budget: song counts within their bound,
+    /// everything else exact; names released as panes are reduced and freed.
+    #[test]
+    fn song_counts_beyond_the_budget_keep_their_bound(
+        scenario in scenario_strategy(200),
+        budget_songs in 1usize..8,
+    ) {
+        let mut scenario = scenario;
+        scenario.delivery.sort_by_key(|listen| listen.time_ms);
+        run_within_budget(&scenario, budget_songs * 110)?;
+    }
+
+    /// A budget the panes never reach changes nothing: the same windows as
+    /// the oracle, with no bound.
+    #[test]
+    fn a_budget_not_reached_is_exact(scenario in scenario_strategy(200)) {
+        let mut scenario = scenario;
+        scenario.delivery.sort_by_key(|listen| listen.time_ms);
+        run_within_budget(&scenario, 1 << 20)?;
+        let mut agg = aggregator_with_budget(&DEFAULT_SHAPES, scenario.top_k, 1 << 20);
+        let mut out = Vec::new();
+        for listen in &scenario.delivery {
+            let stream = listen.stream(&mut agg);
+            prop_assert!(agg.insert(stream).is_ok());
+        }
+        agg.flush(&mut out);
+        prop_assert!(out.iter().all(|w| w.top_songs_max_undercount == 0));
+        prop_assert_eq!(agg.song_reductions(), 0);
+        check_windows(&out, &naive_windows(&DEFAULT_SHAPES, scenario.top_k, &scenario.delivery))?;
     }
 
     /// Other window sets: panes are the gcd of widths and slides.

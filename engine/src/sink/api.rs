@@ -216,6 +216,8 @@ mod tests {
             watermark_ms: Some(8_000),
             live_panes: 0,
             interned_songs: 0,
+            song_state_bytes: 0,
+            song_reductions: 0,
         });
         let stats: Value = serde_json::from_str(&state.stats_json()).unwrap();
         let exposition = String::from_utf8(state.metrics.encode()).unwrap();

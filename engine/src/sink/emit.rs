@@ -135,6 +135,7 @@ mod tests {
             streams: 0,
             active_users: 0,
             top_songs: Vec::new(),
+            top_songs_max_undercount: 0,
             breakdown: Default::default(),
             listening: Default::default(),
         };
