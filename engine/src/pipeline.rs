@@ -465,6 +465,13 @@ impl Pipeline {
         self.aggregator.add_source(input, emitted_through_ms);
     }
 
+    /// Split each pane's song budget between `inputs` ordered inputs (a
+    /// topic's partitions), so the whole stays within the configured budget
+    /// however many of them this process holds.
+    pub fn share_song_budget(&mut self, inputs: usize) {
+        self.aggregator.share_song_budget(inputs);
+    }
+
     /// Give up `input`: drop its panes (another owner takes it over).
     pub fn close_input(&mut self, input: SourceId) {
         self.aggregator.remove_source(input);

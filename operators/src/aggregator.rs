@@ -89,6 +89,8 @@ pub struct WindowAggregator {
     closed_through_ms: Option<EventTimeMs>,
     late_events: u64,
     pane_song_budget_bytes: usize,
+    /// The configured share of one pane, before [`WindowAggregator::share_song_budget`].
+    configured_pane_song_budget_bytes: usize,
     /// Times a pane's song counts passed the budget and were reduced.
     song_reductions: u64,
     /// The window the trend detector scores, and the detector.
@@ -134,6 +136,7 @@ impl WindowAggregator {
             closed_through_ms: None,
             late_events: 0,
             pane_song_budget_bytes: config.pane_song_budget_bytes,
+            configured_pane_song_budget_bytes: config.pane_song_budget_bytes,
             song_reductions: 0,
             trend,
             trending: None,
@@ -264,6 +267,14 @@ impl WindowAggregator {
     /// [`WindowAggregator::restore_from`].
     pub fn add_source(&mut self, source: SourceId, emitted_through_ms: EventTimeMs) {
         self.emitted_through_ms.insert(source, emitted_through_ms);
+    }
+
+    /// Divide the configured pane song budget between `sources` sources
+    /// (a topic's partitions): each (pane, source) then gets its part, the
+    /// same in every process reading the topic, so reductions depend on a
+    /// source's own input only.
+    pub fn share_song_budget(&mut self, sources: usize) {
+        self.pane_song_budget_bytes = self.configured_pane_song_budget_bytes / sources.max(1);
     }
 
     /// Give up a source: drop its panes (another owner takes it over).

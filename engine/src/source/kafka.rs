@@ -199,6 +199,7 @@ impl KafkaSource {
             .map(|e| e.partition())
             .collect();
         let committed = self.committed(&assignment);
+        self.share_song_budget(partitions.len(), ingest);
         let checkpoints = match &self.store {
             Some(store) => store.latest_partitions().unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot read checkpoints; starting assigned partitions from committed offsets");
@@ -227,6 +228,24 @@ impl KafkaSource {
         }
         self.kafka_metrics.set_assigned(self.group.held().count());
         self.update_readiness(ingest);
+    }
+
+    /// Split the song budget between the topic's partitions (read from the
+    /// broker), so that however many this replica holds, the whole stays
+    /// within `memory.song_state_mib`.
+    fn share_song_budget(&mut self, assigned: usize, ingest: &mut dyn Ingest) {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10));
+        let partitions = metadata.ok().and_then(|metadata| {
+            let topic = metadata.topics().iter().find(|t| t.name() == self.topic)?;
+            Some(topic.partitions().len())
+        });
+        let count = partitions.filter(|&count| count > 0).unwrap_or_else(|| {
+            tracing::warn!(topic = %self.topic, assigned, "cannot read the topic's partition count; sharing the song budget between the partitions assigned");
+            assigned
+        });
+        ingest.pipeline().share_song_budget(count);
     }
 
     /// The group's committed offsets of `assignment`.
