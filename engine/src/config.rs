@@ -94,9 +94,11 @@ pub struct KafkaConfig {
     /// Consumer group; replicas in one group split the partitions (default `downbeat`).
     pub group: String,
     /// Where checkpoints go: window state is rebuilt from them after a crash
-    /// or a hand-over. Replicas of one group must share it. Unset: no
-    /// checkpoints, offsets committed after processing (at least once).
-    pub checkpoint_dir: Option<String>,
+    /// or a hand-over (default `downbeat-state`, relative to the working
+    /// directory: a replica restarted in place is exact). Replicas that take
+    /// each other's partitions must share it. `""` opts out: no checkpoints,
+    /// offsets committed after processing (at least once).
+    pub checkpoint_dir: String,
     /// Time between checkpoints (default 1000).
     pub checkpoint_interval_ms: u64,
     /// This replica's name in checkpoint files (default: the host name).
@@ -111,7 +113,7 @@ impl Default for KafkaConfig {
             brokers: "localhost:9092".to_owned(),
             topic: "listen_events".to_owned(),
             group: "downbeat".to_owned(),
-            checkpoint_dir: None,
+            checkpoint_dir: DEFAULT_CHECKPOINT_DIR.to_owned(),
             checkpoint_interval_ms: 1000,
             replica_id: None,
             properties: std::collections::BTreeMap::new(),
@@ -201,6 +203,10 @@ impl Default for MemoryConfig {
         }
     }
 }
+
+/// `kafka.checkpoint_dir` unless set: beside the process, so the default
+/// is exact after a crash and a restart in place.
+pub const DEFAULT_CHECKPOINT_DIR: &str = "downbeat-state";
 
 /// `[http]`: the live-mode server.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -555,6 +561,8 @@ mod tests {
         assert_eq!(config.http, defaults.http);
         assert_eq!(config.generator, defaults.generator);
         assert_eq!(config.trending, defaults.trending);
+        assert_eq!(config.memory, defaults.memory);
+        assert_eq!(config.kafka.checkpoint_dir, defaults.kafka.checkpoint_dir);
         assert_eq!(config.source.rate_per_sec, defaults.source.rate_per_sec);
     }
 

@@ -82,7 +82,9 @@ struct RunArgs {
     /// For `--source kafka`: consumer group; replicas in one group split the partitions.
     #[arg(long, env = "DOWNBEAT_KAFKA_GROUP")]
     group: Option<String>,
-    /// For `--source kafka`: checkpoint directory, shared by the group's replicas.
+    /// For `--source kafka`: checkpoint directory (default `downbeat-state`;
+    /// shared by replicas that take over each other's partitions; `""`: none,
+    /// at least once).
     #[arg(long, env = "DOWNBEAT_CHECKPOINT_DIR")]
     checkpoint_dir: Option<String>,
     /// For `--source kafka`: milliseconds between checkpoints.
@@ -317,7 +319,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         kafka.group = group;
     }
     if let Some(dir) = args.checkpoint_dir {
-        kafka.checkpoint_dir = Some(dir);
+        kafka.checkpoint_dir = dir;
     }
     if let Some(interval) = args.checkpoint_interval_ms {
         kafka.checkpoint_interval_ms = interval;

@@ -138,6 +138,7 @@ impl Replica {
             .arg("--emit-windows")
             .arg(&emit)
             .args(extra)
+            .current_dir(dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -411,6 +412,9 @@ impl Lcg {
     }
 }
 
+/// Five SIGKILLs at random moments while data arrives (one while the state
+/// is being rebuilt), each restarted in place with default flags: the
+/// windows and counters of an uninterrupted run.
 #[test]
 fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let _serial = serial();
@@ -418,16 +422,28 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let total = 60_000u64;
     let input = generated(dir.path(), "events.jsonl", total, 40);
     let (expected, summary) = replay_of(&input, dir.path());
+    // The data arrives while the replica runs: six parts, the first before
+    // it starts, one more in each of the five rounds.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let parts: Vec<PathBuf> = all
+        .chunks(all.len().div_ceil(6))
+        .enumerate()
+        .map(|(index, part)| {
+            let path = dir.path().join(format!("part{index}.jsonl"));
+            std::fs::write(&path, part.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect();
     let broker = Broker::start();
     broker.create_topic("listens", 4);
-    broker.produce("listens", &input);
+    broker.produce("listens", &parts[0]);
 
-    let checkpoints = dir.path().join("checkpoints");
+    // No checkpoint flag: the default (a state directory beside the process,
+    // here the scratch directory) must be exact.
     let args = [
         "--idle-timeout-ms",
         "3000",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
         "--checkpoint-interval-ms",
         "100",
         // Static membership, as for a StatefulSet pod: the restarted process
@@ -442,28 +458,35 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     eprintln!("kill-point seed {seed}");
     let mut random = Lcg(seed);
     let mut killed_mid_stream = 0;
-    for round in 0..4 {
+    for round in 0..5 {
         let mut replica = Replica::start(&broker, "listens", "crash", dir.path(), "r", &args);
         // Restored counters: where the last checkpoint left off.
         let base = replica.metric("downbeat_events_total");
-        if round == 3 {
+        if round == 4 {
             // Killed while it rebuilds its state from the checkpoint.
             std::thread::sleep(Duration::from_millis(300));
         } else {
-            let target = base + (total as f64 - base) * (0.1 + 0.5 * random.fraction());
+            broker.produce("listens", &parts[round + 1]);
+            let arrived = (total as f64) * (round + 2) as f64 / 6.0;
+            let target = base + (arrived - base) * (0.1 + 0.5 * random.fraction());
             wait_until(Duration::from_secs(120), "progress before the kill", || {
                 replica.metric("downbeat_events_total") >= target
             });
+            // Past the auto-commit interval (1 s): offsets were committed
+            // since this process started, so a replica that kept no state
+            // would lose the windows in progress.
+            std::thread::sleep(Duration::from_millis(1500));
         }
         let seen = replica.metric("downbeat_events_total");
         replica.kill_9();
         eprintln!("round {round}: killed at {seen} events");
-        if seen > 0.0 && seen < total as f64 {
+        if seen > base && seen < total as f64 {
             killed_mid_stream += 1;
         }
     }
-    assert!(killed_mid_stream >= 2, "the kills should land mid-stream");
+    assert!(killed_mid_stream >= 3, "the kills should land mid-stream");
 
+    broker.produce("listens", &parts[5]);
     let replica = Replica::start(&broker, "listens", "crash", dir.path(), "r", &args);
     wait_until(Duration::from_secs(120), "every window", || {
         lines(&replica.windows()) >= lines(&expected)

@@ -50,15 +50,16 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// Open the checkpoint directory of `kafka`, if one is set, as `replica`.
+    /// Open the checkpoint directory of `kafka` (none when it is `""`) as `replica`.
     pub fn open(kafka: &KafkaConfig, replica: &str) -> anyhow::Result<Self> {
-        let Some(dir) = &kafka.checkpoint_dir else {
-            tracing::warn!("no kafka.checkpoint_dir: after a crash or a rebalance, windows in progress restart empty (offsets are still committed after processing)");
+        let dir = &kafka.checkpoint_dir;
+        if dir.is_empty() {
+            tracing::warn!("kafka.checkpoint_dir is empty: after a crash or a rebalance, windows in progress restart empty (offsets are still committed after processing)");
             return Ok(Self {
                 store: None,
                 own: None,
             });
-        };
+        }
         let store = CheckpointStore::open(Path::new(dir), &kafka.group, &kafka.topic, replica)?;
         let own = store.load_own()?;
         Ok(Self {
