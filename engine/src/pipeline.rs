@@ -4,6 +4,7 @@
 //! of several ordered inputs, such as Kafka partitions, whose progress the
 //! source tracks) and publishes the windows it closes to the sinks.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use downbeat_operators::{
     AggregatorConfig, Dimensions, OutlierConfig, OutlierGuard, Play, SourceId, Trending, Verdict,
     WindowAggregator, WindowError, WindowId, WindowResult,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::decode::{decode, Decoded, Limits, RejectReason};
@@ -205,12 +206,77 @@ impl RateLimitedLog {
     }
 }
 
-/// A stream held by the outlier guard: it owns its names and raw line.
+/// A stream held by an outlier guard: it owns its names and raw line.
 #[derive(Debug)]
-struct HeldPlay {
+pub struct HeldPlay {
+    /// Its offset in its input (0 for the single input).
+    pub offset: i64,
     parsed: ParsedPlay,
     names: Vec<u8>,
     raw: Vec<u8>,
+}
+
+impl HeldPlay {
+    /// `parsed`, owning its names (from `names`) and raw bytes.
+    fn new(offset: i64, parsed: ParsedPlay, names: &[u8], raw: &[u8]) -> Self {
+        let (start, end) = (
+            parsed.artist.0.min(parsed.song.0),
+            parsed.artist.1.max(parsed.song.1),
+        );
+        Self {
+            offset,
+            parsed: parsed.shifted(start),
+            names: names[start as usize..end as usize].to_vec(),
+            raw: raw.to_vec(),
+        }
+    }
+
+    /// Its event time.
+    pub fn time_ms(&self) -> i64 {
+        self.parsed.time_ms
+    }
+}
+
+/// What a checkpoint keeps of an input's outlier guard: the stream's
+/// confirmed position and the events held, by offset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierSnapshot {
+    /// The largest confirmed event time.
+    pub confirmed_max_ms: Option<i64>,
+    /// Offsets of the events held, with the ordinary events counted since each.
+    pub held: Vec<(i64, usize)>,
+}
+
+/// The outlier guard of one ordered input (a Kafka partition).
+struct InputGuard {
+    guard: OutlierGuard<HeldPlay>,
+    /// Resumed from a checkpoint: events held then, put back as they are
+    /// read again (offset to ordinary events counted since).
+    rehold: BTreeMap<i64, usize>,
+    /// Resumed from a checkpoint: every stream counted before it is at or
+    /// before this time; a later one re-read was held or refused then.
+    counted_through_ms: Option<i64>,
+}
+
+impl InputGuard {
+    fn fresh(config: OutlierConfig) -> Self {
+        Self {
+            guard: OutlierGuard::new(config),
+            rehold: BTreeMap::new(),
+            counted_through_ms: None,
+        }
+    }
+}
+
+/// What to do with a stream of an input re-read after a resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reread {
+    /// It was counted: rebuild its pane.
+    Restore,
+    /// It was held: the guard holds it again.
+    Held,
+    /// It was refused as an outlier (counted and kept then): skip it.
+    Refused,
 }
 
 /// The operator graph: decode, the single-input watermark, the windows.
@@ -219,6 +285,9 @@ pub struct Pipeline {
     watermark: Watermark,
     guard: OutlierGuard<HeldPlay>,
     verdicts: Vec<Verdict<HeldPlay>>,
+    outliers: OutlierConfig,
+    input_guards: HashMap<SourceId, InputGuard>,
+    input_verdicts: Vec<Verdict<HeldPlay>>,
     max_field_bytes: usize,
     parse_settings: ParseSettings,
     max_future_ms: i64,
@@ -250,6 +319,9 @@ impl Pipeline {
             watermark: Watermark::new(config.watermark),
             guard: OutlierGuard::new(config.outliers),
             verdicts: Vec::new(),
+            outliers: config.outliers,
+            input_guards: HashMap::new(),
+            input_verdicts: Vec::new(),
             max_field_bytes: config.max_field_bytes,
             parse_settings,
             max_future_ms: config.max_future_ms,
@@ -330,15 +402,7 @@ impl Pipeline {
         if self.guard.accepts_now(parsed.time_ms) {
             return self.count_accepted(parsed, names);
         }
-        let (start, end) = (
-            parsed.artist.0.min(parsed.song.0),
-            parsed.artist.1.max(parsed.song.1),
-        );
-        let held = HeldPlay {
-            parsed: parsed.shifted(start),
-            names: names[start as usize..end as usize].to_vec(),
-            raw: raw.to_vec(),
-        };
+        let held = HeldPlay::new(0, parsed, names, raw);
         let mut verdicts = std::mem::take(&mut self.verdicts);
         self.guard.offer(parsed.time_ms, held, &mut verdicts);
         self.apply_verdicts(&mut verdicts);
@@ -420,10 +484,96 @@ impl Pipeline {
         outcome
     }
 
+    /// Put the stream just decoded by [`Pipeline::decode_record`] from
+    /// `input`, at `offset`, through the input's outlier guard. Returns it
+    /// when it passes at once: count it with [`Pipeline::count_from_input`].
+    /// Otherwise it is read and held, and the guard's verdicts on held
+    /// streams wait in [`Pipeline::take_input_verdicts`].
+    pub fn guard_from_input(
+        &mut self,
+        input: SourceId,
+        offset: i64,
+        parsed: ParsedPlay,
+        raw: &[u8],
+    ) -> Option<ParsedPlay> {
+        let outliers = self.outliers;
+        let state = self
+            .input_guards
+            .entry(input)
+            .or_insert_with(|| InputGuard::fresh(outliers));
+        if state.guard.accepts_now(parsed.time_ms) {
+            return Some(parsed);
+        }
+        self.totals.lines += 1;
+        self.ingest.event();
+        let held = HeldPlay::new(offset, parsed, &self.names, raw);
+        state
+            .guard
+            .offer(parsed.time_ms, held, &mut self.input_verdicts);
+        None
+    }
+
+    /// The outlier guards' verdicts on held streams, in the order to apply
+    /// them: count those accepted with [`Pipeline::count_held_from_input`],
+    /// refuse the rest with [`Pipeline::refuse_outlier`].
+    pub fn take_input_verdicts(&mut self) -> Vec<Verdict<HeldPlay>> {
+        std::mem::take(&mut self.input_verdicts)
+    }
+
+    /// `input` went idle: its guard decides on every stream it holds.
+    pub fn flush_input_guard(&mut self, input: SourceId) {
+        if let Some(state) = self.input_guards.get_mut(&input) {
+            state.guard.flush(&mut self.input_verdicts);
+        }
+    }
+
+    /// Refuse a held stream as an outlier (counted, kept in `--rejects`).
+    pub fn refuse_outlier(&mut self, held: &HeldPlay) {
+        self.tally(Outcome::Rejected(RejectReason::TimestampOutlier), &held.raw);
+    }
+
+    /// The outlier guard of `input`, for a checkpoint.
+    pub fn outlier_snapshot(&self, input: SourceId) -> Option<OutlierSnapshot> {
+        let state = self.input_guards.get(&input)?;
+        let mut held: Vec<(i64, usize)> = state.rehold.iter().map(|(&o, &n)| (o, n)).collect();
+        held.extend(state.guard.held_items().map(|(play, n)| (play.offset, n)));
+        held.sort_unstable();
+        Some(OutlierSnapshot {
+            confirmed_max_ms: state.guard.confirmed_max_ms(),
+            held,
+        })
+    }
+
+    /// What to do with a stream of `input` re-read after a resume from a
+    /// checkpoint whose guard was `snapshot`-ed (see [`Reread`]); a held
+    /// one goes back into the guard here.
+    pub fn reread_from_input(
+        &mut self,
+        input: SourceId,
+        offset: i64,
+        parsed: ParsedPlay,
+        raw: &[u8],
+    ) -> Reread {
+        let Some(state) = self.input_guards.get_mut(&input) else {
+            return Reread::Restore;
+        };
+        if let Some(outvoted) = state.rehold.remove(&offset) {
+            let held = HeldPlay::new(offset, parsed, &self.names, raw);
+            state.guard.hold(parsed.time_ms, held, outvoted);
+            return Reread::Held;
+        }
+        // Every stream counted before the checkpoint is at or before the
+        // guard's confirmed position then.
+        match state.counted_through_ms {
+            Some(max) if parsed.time_ms <= max => Reread::Restore,
+            _ => Reread::Refused,
+        }
+    }
+
     /// Count the stream just decoded by [`Pipeline::decode_record`] from
-    /// `input`, whose own watermark is kept by its source: `late_in_input`
-    /// is that watermark's verdict. Windows then close through
-    /// [`Pipeline::advance_to`].
+    /// `input` (passed by its guard), whose own watermark is kept by its
+    /// source: `late_in_input` is that watermark's verdict. Windows then
+    /// close through [`Pipeline::advance_to`].
     pub fn count_from_input(
         &mut self,
         input: SourceId,
@@ -434,8 +584,31 @@ impl Pipeline {
         self.totals.lines += 1;
         self.ingest.event();
         let names = std::mem::take(&mut self.names);
-        let stream = self.intern(parsed, &names);
+        let outcome = self.insert_from_input(input, parsed, &names, late_in_input, raw);
         self.names = names;
+        outcome
+    }
+
+    /// Count a held stream of `input` its guard released (it was read, and
+    /// counted as read, when it was held).
+    pub fn count_held_from_input(
+        &mut self,
+        input: SourceId,
+        held: &HeldPlay,
+        late_in_input: bool,
+    ) -> Outcome {
+        self.insert_from_input(input, held.parsed, &held.names, late_in_input, &held.raw)
+    }
+
+    fn insert_from_input(
+        &mut self,
+        input: SourceId,
+        parsed: ParsedPlay,
+        names: &[u8],
+        late_in_input: bool,
+        raw: &[u8],
+    ) -> Outcome {
+        let stream = self.intern(parsed, names);
         let accepted = !late_in_input && self.aggregator.insert_from(input, stream).is_ok();
         if !accepted {
             if late_in_input {
@@ -460,9 +633,24 @@ impl Pipeline {
     }
 
     /// Take on `input`, whose panes are in windows up to `emitted_through_ms`
-    /// (`i64::MIN` for a new one).
-    pub fn open_input(&mut self, input: SourceId, emitted_through_ms: i64) {
+    /// (`i64::MIN` for a new one), with its outlier guard as checkpointed
+    /// (None: a fresh guard).
+    pub fn open_input(
+        &mut self,
+        input: SourceId,
+        emitted_through_ms: i64,
+        outliers: Option<&OutlierSnapshot>,
+    ) {
         self.aggregator.add_source(input, emitted_through_ms);
+        self.input_guards.remove(&input);
+        if let Some(snapshot) = outliers {
+            let guard = InputGuard {
+                guard: OutlierGuard::resume(self.outliers, snapshot.confirmed_max_ms),
+                rehold: snapshot.held.iter().copied().collect(),
+                counted_through_ms: snapshot.confirmed_max_ms,
+            };
+            self.input_guards.insert(input, guard);
+        }
     }
 
     /// Split each pane's song budget between `inputs` ordered inputs (a
@@ -474,6 +662,7 @@ impl Pipeline {
 
     /// Give up `input`: drop its panes (another owner takes it over).
     pub fn close_input(&mut self, input: SourceId) {
+        self.input_guards.remove(&input);
         self.aggregator.remove_source(input);
     }
 

@@ -230,6 +230,23 @@ fn generated(dir: &Path, name: &str, count: u64, rate: u64) -> PathBuf {
 }
 
 /// `replay`'s windows (raw JSON Lines) and summary for `input`.
+/// Insert three plays far ahead of the stream (+2 h, +23 h, +200 days),
+/// copies of plays at a quarter, half and three quarters of `input`.
+fn insert_outliers(input: &Path) {
+    let text = std::fs::read_to_string(input).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let shifts_ms = [2 * 3_600_000i64, 23 * 3_600_000, 200 * 86_400_000];
+    for (index, shift_ms) in shifts_ms.iter().enumerate().rev() {
+        let at = (lines.len() * (index + 1) / 4..lines.len())
+            .find(|&i| lines[i].contains("\"NextSong\""))
+            .unwrap();
+        let mut play: Value = serde_json::from_str(&lines[at]).unwrap();
+        play["ts"] = (play["ts"].as_i64().unwrap() + shift_ms).into();
+        lines.insert(at + 1, play.to_string());
+    }
+    std::fs::write(input, lines.join("\n") + "\n").unwrap();
+}
+
 fn replay_of(input: &Path, dir: &Path) -> (String, Value) {
     let (_, summary) = common::replay(input, dir, &[]);
     (
@@ -414,14 +431,18 @@ impl Lcg {
 
 /// Five SIGKILLs at random moments while data arrives (one while the state
 /// is being rebuilt), each restarted in place with default flags: the
-/// windows and counters of an uninterrupted run.
+/// windows and counters of an uninterrupted run. The data carries three
+/// plays far in the future: each partition's outlier guard refuses them
+/// once, whatever checkpoint held them, and no window moves.
 #[test]
 fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let _serial = serial();
     let dir = Scratch::new();
     let total = 60_000u64;
-    let input = generated(dir.path(), "events.jsonl", total, 40);
+    let input = generated(dir.path(), "events.jsonl", total - 3, 40);
+    insert_outliers(&input);
     let (expected, summary) = replay_of(&input, dir.path());
+    assert_eq!(summary["rejected_by_reason"]["timestamp_outlier"], 3);
     // The data arrives while the replica runs: six parts, the first before
     // it starts, one more in each of the five rounds.
     let text = std::fs::read_to_string(&input).unwrap();
@@ -505,6 +526,10 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     assert_eq!(
         m["downbeat_streams_total"],
         summary["streams"].as_f64().unwrap()
+    );
+    assert_eq!(
+        m["downbeat_events_rejected_total{reason=\"timestamp_outlier\"}"], 3.0,
+        "each outlier refused once, whichever checkpoint held it"
     );
     let windows: f64 = ["1m", "10m"]
         .iter()

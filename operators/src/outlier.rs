@@ -115,9 +115,41 @@ impl<T> OutlierGuard<T> {
         }
     }
 
+    /// A guard resumed from a checkpoint of the stream's position; the
+    /// events it held then are put back with [`OutlierGuard::hold`] as they
+    /// are read again.
+    pub fn resume(config: OutlierConfig, confirmed_max_ms: Option<EventTimeMs>) -> Self {
+        Self {
+            confirmed_max_ms,
+            ..Self::new(config)
+        }
+    }
+
     /// Events held now.
     pub fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// The largest confirmed event time: every event counted so far is at
+    /// or before it.
+    pub fn confirmed_max_ms(&self) -> Option<EventTimeMs> {
+        self.confirmed_max_ms
+    }
+
+    /// The events held, in arrival order, with how many ordinary events
+    /// arrived since each (what a checkpoint keeps).
+    pub fn held_items(&self) -> impl Iterator<Item = (&T, usize)> {
+        self.held.iter().map(|held| (&held.item, held.outvoted))
+    }
+
+    /// Put back an event held before a restart, with the ordinary events
+    /// counted against it then; no verdict follows.
+    pub fn hold(&mut self, time_ms: EventTimeMs, item: T, outvoted: usize) {
+        self.held.push_back(Held {
+            time_ms,
+            item,
+            outvoted,
+        });
     }
 
     /// The fast path: true (and the event counts as accepted) when nothing
@@ -289,6 +321,42 @@ mod tests {
             .collect();
         // The first events wait for each other, then arrive in order.
         assert_eq!(accepted, std::mem::take(&mut normal));
+    }
+
+    /// A guard snapshotted mid-stream (position and held events) and
+    /// resumed gives the same verdicts as one that never stopped.
+    #[test]
+    fn a_resumed_guard_decides_as_the_uninterrupted_one() {
+        let mut times = steady(60, 1_000 * MIN, 1_000);
+        times.insert(20, 1_000 * MIN + 23 * 60 * MIN);
+        times.insert(22, 1_000 * MIN + 120 * MIN);
+        // A real jump whose first events straddle the snapshot.
+        times.extend(steady(10, 1_500 * MIN, 1_000));
+        let whole = run(&times, OutlierConfig::default());
+        for cut in [1, 21, 23, 25, 61, 63, 64, 66] {
+            let mut first = OutlierGuard::new(OutlierConfig::default());
+            let mut out = Vec::new();
+            for (index, &time) in times[..cut].iter().enumerate() {
+                first.offer(time, index, &mut out);
+            }
+            let mut second =
+                OutlierGuard::resume(OutlierConfig::default(), first.confirmed_max_ms());
+            for (&index, outvoted) in first.held_items() {
+                second.hold(times[index], index, outvoted);
+            }
+            for (index, &time) in times.iter().enumerate().skip(cut) {
+                second.offer(time, index, &mut out);
+            }
+            second.flush(&mut out);
+            let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+            for verdict in out {
+                match verdict {
+                    Verdict::Accept(i) => accepted.push(i),
+                    Verdict::Reject(i) => rejected.push(i),
+                }
+            }
+            assert_eq!((accepted, rejected), whole, "snapshot after {cut} events");
+        }
     }
 
     #[test]

@@ -189,6 +189,7 @@ mod tests {
             replay_from: next_offset,
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
+            outliers: None,
         }
     }
 

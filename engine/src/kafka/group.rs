@@ -15,6 +15,7 @@ use downbeat_operators::bucket_start;
 use super::partition::{
     OffsetCheck, PartitionCheckpoint, PartitionGeometry, PartitionState, RecordRole,
 };
+use crate::pipeline::OutlierSnapshot;
 
 /// A resumed partition is fetched from this many records before its resume
 /// offset (they are skipped unread). Some Kafka-protocol brokers (tansu
@@ -47,7 +48,7 @@ impl FetchState {
 
 /// Where the consumer starts an assigned partition, and how far the
 /// windows already hold it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Start {
     /// The partition.
     pub partition: i32,
@@ -56,6 +57,8 @@ pub struct Start {
     pub fetch_from: Option<i64>,
     /// Windows ending at or before this already hold the partition.
     pub emitted_through_ms: i64,
+    /// The partition's outlier guard as checkpointed (None: a fresh guard).
+    pub outliers: Option<OutlierSnapshot>,
 }
 
 /// What to do with the record at an offset, before decoding it.
@@ -74,6 +77,9 @@ pub enum Admit {
 /// A stream read from a partition, as the state machine needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeenStream {
+    /// Its offset: the record's own, or an earlier one for a stream the
+    /// outlier guard held and has now released.
+    pub offset: i64,
     /// Its event time.
     pub time_ms: i64,
     /// It went into a pane (counted, or restored because a window needs it).
@@ -164,6 +170,7 @@ impl Group {
                         partition,
                         fetch_from: lookback(checkpoint.replay_from),
                         emitted_through_ms: checkpoint.emitted_through_ms,
+                        outliers: checkpoint.outliers.clone(),
                     },
                 ),
                 (None, Some(&offset)) => (
@@ -172,6 +179,7 @@ impl Group {
                         partition,
                         fetch_from: lookback(offset),
                         emitted_through_ms: i64::MIN,
+                        outliers: None,
                     },
                 ),
                 (None, None) => (
@@ -180,6 +188,7 @@ impl Group {
                         partition,
                         fetch_from: None,
                         emitted_through_ms: i64::MIN,
+                        outliers: None,
                     },
                 ),
             };
@@ -208,11 +217,13 @@ impl Group {
         if let OffsetCheck::SeekBack(to) = state.check_offset(offset) {
             return Admit::SeekBack(to);
         }
-        match state.role(offset) {
-            RecordRole::Seen => Admit::Skip,
+        let admit = match state.role(offset) {
+            RecordRole::Seen => return Admit::Skip,
             RecordRole::Restore => Admit::Restore,
             RecordRole::Count => Admit::Count,
-        }
+        };
+        state.admitted();
+        admit
     }
 
     /// A stream of `partition` at `time_ms` is late by the partition's own
@@ -224,14 +235,43 @@ impl Group {
             .is_some_and(|state| state.is_late(time_ms))
     }
 
+    /// The outlier guard holds the stream at `offset` of `partition`.
+    pub fn hold(&mut self, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.note_held(offset);
+        }
+    }
+
+    /// The outlier guard refused the stream at `offset` of `partition`.
+    pub fn refused(&mut self, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.note_decided(offset);
+        }
+    }
+
+    /// A stream of `partition` passed the outlier guard (counted or late,
+    /// or restored): the record being handled, or one held before that the
+    /// guard released with it. Moves the partition's watermark at once, so
+    /// the next stream's lateness is decided after it, as in `replay`.
+    pub fn seen(&mut self, partition: i32, stream: SeenStream) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if stream.in_pane {
+            state.note_pane(stream.offset, stream.time_ms);
+        } else {
+            state.note_decided(stream.offset);
+        }
+        state.observe(stream.time_ms);
+    }
+
     /// The record at `offset` of `partition` was handled (`admit` said
-    /// Restore or Count); `stream` is set when it was a stream.
+    /// Restore or Count, and its streams went to [`Group::seen`]).
     pub fn record_done(
         &mut self,
         partition: i32,
         offset: i64,
         restore: bool,
-        stream: Option<SeenStream>,
         now_ms: i64,
     ) -> Progressed {
         let pane_ms = self.geometry.pane_ms;
@@ -239,13 +279,7 @@ impl Group {
             return Progressed::default();
         };
         let was_restoring = state.restoring();
-        let watermark_before = state.watermark_ms();
-        if let Some(stream) = stream {
-            if stream.in_pane {
-                state.note_pane(offset, stream.time_ms);
-            }
-            state.observe(stream.time_ms);
-        }
+        let watermark_before = state.watermark_at_admit();
         if restore {
             self.restored += 1;
         }
@@ -363,13 +397,20 @@ impl Group {
     }
 
     /// A checkpoint of every held partition, the windows through
-    /// `emitted_through(partition)` holding it, plus the partitions carried
-    /// from before.
-    pub fn checkpoint(&mut self, emitted_through: impl Fn(i32) -> i64) -> PendingCheckpoint {
+    /// `emitted_through(partition)` holding it, its outlier guard
+    /// `outliers(partition)`, plus the partitions carried from before.
+    pub fn checkpoint(
+        &mut self,
+        emitted_through: impl Fn(i32) -> i64,
+        outliers: impl Fn(i32) -> Option<OutlierSnapshot>,
+    ) -> PendingCheckpoint {
         let mut partitions: Vec<PartitionCheckpoint> = self
             .partitions
             .values_mut()
-            .filter_map(|state| state.checkpoint(emitted_through(state.partition())))
+            .filter_map(|state| {
+                let partition = state.partition();
+                state.checkpoint(emitted_through(partition), outliers(partition))
+            })
             .collect();
         let held = partitions.len();
         for (partition, carried) in &self.carried {
@@ -418,10 +459,12 @@ mod tests {
         assert_eq!(group.admit(partition, offset), Admit::Count);
         let late = group.is_late(partition, time_ms);
         let stream = SeenStream {
+            offset,
             time_ms,
             in_pane: !late,
         };
-        group.record_done(partition, offset, false, Some(stream), now_ms)
+        group.seen(partition, stream);
+        group.record_done(partition, offset, false, now_ms)
     }
 
     #[test]
@@ -434,6 +477,7 @@ mod tests {
             replay_from: 20_000,
             max_event_ms_before_replay: Some(59_000),
             emitted_through_ms: 60_000,
+            outliers: None,
         };
         let checkpoints = BTreeMap::from([(0, checkpoint)]);
         let committed = BTreeMap::from([(0, 99_999), (1, 700)]);
@@ -445,16 +489,19 @@ mod tests {
                     partition: 0,
                     fetch_from: Some(20_000 - RESUME_LOOKBACK_RECORDS),
                     emitted_through_ms: 60_000,
+                    outliers: None,
                 },
                 Start {
                     partition: 1,
                     fetch_from: Some(0),
                     emitted_through_ms: i64::MIN,
+                    outliers: None,
                 },
                 Start {
                     partition: 2,
                     fetch_from: None,
                     emitted_through_ms: i64::MIN,
+                    outliers: None,
                 },
             ]
         );
@@ -470,10 +517,12 @@ mod tests {
         for offset in 20_000..20_500 {
             assert_eq!(group.admit(0, offset), Admit::Restore);
             let stream = SeenStream {
+                offset,
                 time_ms: 61_000,
                 in_pane: true,
             };
-            group.record_done(0, offset, true, Some(stream), 0);
+            group.seen(0, stream);
+            group.record_done(0, offset, true, 0);
         }
         assert_eq!(group.take_restored(), 500);
         assert_eq!(group.admit(0, 20_500), Admit::Count);
@@ -492,7 +541,7 @@ mod tests {
             count(&mut group, 0, offset, 61_000 + offset, 0);
         }
         count(&mut group, 1, 0, 62_000, 0);
-        let pending = group.checkpoint(|_| i64::MIN);
+        let pending = group.checkpoint(|_| i64::MIN, |_| None);
         assert_eq!(pending.held, 2);
         let offsets: Vec<(i32, i64, i64)> = pending
             .partitions
@@ -506,7 +555,7 @@ mod tests {
         assert_eq!(group.revoke(), vec![0, 1]);
         assert_eq!(group.held().count(), 0);
         // After the revoke the replica's file still carries them.
-        let next = group.checkpoint(|_| i64::MIN);
+        let next = group.checkpoint(|_| i64::MIN, |_| None);
         assert_eq!((next.held, next.partitions.len()), (0, 2));
         assert!(
             group.checkpoint_saved(&next).is_empty(),
@@ -519,9 +568,9 @@ mod tests {
         let mut group = Group::new(GEOMETRY, IDLE_MS, []);
         group.assign(&[0], &BTreeMap::new(), &BTreeMap::new(), 0);
         count(&mut group, 0, 0, 61_000, 0);
-        let _lost = group.checkpoint(|_| i64::MIN);
+        let _lost = group.checkpoint(|_| i64::MIN, |_| None);
         count(&mut group, 0, 1, 61_500, 0);
-        let saved = group.checkpoint(|_| i64::MIN);
+        let saved = group.checkpoint(|_| i64::MIN, |_| None);
         assert_eq!(group.checkpoint_saved(&saved), vec![(0, 2)]);
         assert!(saved.partitions[0].seq > 1, "every checkpoint bumps seq");
     }
@@ -536,6 +585,7 @@ mod tests {
             replay_from: 100,
             max_event_ms_before_replay: Some(130_000),
             emitted_through_ms: 120_000,
+            outliers: None,
         };
         let starts = group.assign(&[3], &BTreeMap::from([(3, behind)]), &BTreeMap::new(), 0);
         assert_eq!(starts[0].emitted_through_ms, 120_000);
@@ -559,6 +609,7 @@ mod tests {
             replay_from: 0,
             max_event_ms_before_replay: None,
             emitted_through_ms: 60_000,
+            outliers: None,
         };
         group.assign(
             &[0],
@@ -566,18 +617,20 @@ mod tests {
             &BTreeMap::new(),
             0,
         );
-        let restored = |time_ms| {
-            Some(SeenStream {
+        fn restored(group: &mut Group, offset: i64, time_ms: i64) -> Progressed {
+            assert_eq!(group.admit(0, offset), Admit::Restore);
+            let stream = SeenStream {
+                offset,
                 time_ms,
                 in_pane: true,
-            })
-        };
-        assert_eq!(group.admit(0, 0), Admit::Restore);
-        let first = group.record_done(0, 0, true, restored(130_000), 0);
+            };
+            group.seen(0, stream);
+            group.record_done(0, offset, true, 0)
+        }
+        let first = restored(&mut group, 0, 130_000);
         assert_eq!(first.catch_up_to, None, "still rebuilding");
         assert!(first.advance);
-        assert_eq!(group.admit(0, 1), Admit::Restore);
-        let last = group.record_done(0, 1, true, restored(131_000), 0);
+        let last = restored(&mut group, 1, 131_000);
         assert_eq!(
             last.catch_up_to,
             Some(121_000),
@@ -595,6 +648,7 @@ mod tests {
             replay_from: 500,
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
+            outliers: None,
         };
         group.assign(
             &[0],
@@ -655,5 +709,36 @@ mod tests {
         count(&mut group, 0, 0, 300_000, 0);
         assert!(group.is_late(0, 100_000));
         assert!(!group.is_late(1, 100_000), "partition 1 has not moved");
+    }
+
+    /// A record the outlier guard holds is read again after a resume: the
+    /// checkpoint re-reads from it, with the partition's position when it
+    /// was read; once refused, it no longer holds the re-read back.
+    #[test]
+    fn a_held_record_is_re_read_after_a_resume() {
+        let mut group = Group::new(GEOMETRY, IDLE_MS, []);
+        group.assign(&[0], &BTreeMap::new(), &BTreeMap::new(), 0);
+        count(&mut group, 0, 0, 61_000, 0);
+        assert_eq!(group.admit(0, 1), Admit::Count);
+        group.hold(0, 1);
+        group.record_done(0, 1, false, 0);
+        count(&mut group, 0, 2, 700_000, 0);
+        let snapshot = OutlierSnapshot {
+            confirmed_max_ms: Some(700_000),
+            held: vec![(1, 1)],
+        };
+        let pending = group.checkpoint(|_| 660_000, |_| Some(snapshot.clone()));
+        let checkpoint = &pending.partitions[0];
+        assert_eq!(
+            (
+                checkpoint.replay_from,
+                checkpoint.max_event_ms_before_replay
+            ),
+            (1, Some(61_000))
+        );
+        assert_eq!(checkpoint.outliers, Some(snapshot));
+        group.refused(0, 1);
+        let pending = group.checkpoint(|_| 660_000, |_| None);
+        assert_eq!(pending.partitions[0].replay_from, 2);
     }
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use downbeat_operators::bucket_start;
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::OutlierSnapshot;
+
 /// What a checkpoint keeps of one partition. With it, a new owner (this
 /// process after a crash, or another replica after a rebalance) rebuilds
 /// the partition's panes by re-reading `replay_from..next_offset` without
@@ -26,6 +28,11 @@ pub struct PartitionCheckpoint {
     pub max_event_ms_before_replay: Option<i64>,
     /// Windows ending at or before this already include this partition.
     pub emitted_through_ms: i64,
+    /// The partition's outlier guard: its confirmed position and the
+    /// records it held, which are at or after `replay_from`. Absent in
+    /// checkpoints of earlier versions.
+    #[serde(default)]
+    pub outliers: Option<OutlierSnapshot>,
 }
 
 /// Where a pane of this partition began in the log.
@@ -49,6 +56,12 @@ pub struct PartitionState {
     restore_until: i64,
     max_event_ms: Option<i64>,
     panes: BTreeMap<i64, PaneOrigin>,
+    /// Records the outlier guard holds, by offset, with the partition's
+    /// largest event time when each was read: a checkpoint re-reads from
+    /// the earliest, so the guard can hold it again.
+    held: BTreeMap<i64, Option<i64>>,
+    /// The watermark when the record being handled was admitted.
+    watermark_at_admit: Option<i64>,
     last_record_wall_ms: i64,
     /// The checkpoint this partition resumed from, while it is rebuilt:
     /// until then it is still the partition's true state.
@@ -107,6 +120,8 @@ impl PartitionState {
             restore_until: i64::MIN,
             max_event_ms: None,
             panes: BTreeMap::new(),
+            held: BTreeMap::new(),
+            watermark_at_admit: None,
             last_record_wall_ms: now_ms,
             resumed_from: None,
             seek_pending: false,
@@ -217,13 +232,42 @@ impl PartitionState {
 
     /// A stream at `time_ms`, record `offset`, went into its pane.
     pub fn note_pane(&mut self, offset: i64, time_ms: i64) {
-        let before = self.max_event_ms;
-        self.panes
+        // A stream the outlier guard held comes from an earlier offset.
+        let before = self.held.remove(&offset).unwrap_or(self.max_event_ms);
+        let origin = self
+            .panes
             .entry(bucket_start(time_ms, self.pane_ms))
             .or_insert(PaneOrigin {
                 first_offset: offset,
                 max_event_ms_before: before,
             });
+        if offset < origin.first_offset {
+            *origin = PaneOrigin {
+                first_offset: offset,
+                max_event_ms_before: before,
+            };
+        }
+    }
+
+    /// A record is about to be handled: remember the watermark before it.
+    pub fn admitted(&mut self) {
+        self.watermark_at_admit = self.watermark_ms();
+    }
+
+    /// The watermark before the record being handled.
+    pub fn watermark_at_admit(&self) -> Option<i64> {
+        self.watermark_at_admit
+    }
+
+    /// The outlier guard holds the stream at `offset` (not yet observed).
+    pub fn note_held(&mut self, offset: i64) {
+        self.held.insert(offset, self.max_event_ms);
+    }
+
+    /// The outlier guard decided on the stream at `offset` (refused it, or
+    /// released it and it was late).
+    pub fn note_decided(&mut self, offset: i64) {
+        self.held.remove(&offset);
     }
 
     /// A stream at `time_ms` was read (counted or not).
@@ -252,7 +296,11 @@ impl PartitionState {
 
     /// The checkpoint after windows through `emitted_through_ms` include
     /// this partition. Panes no open window needs are forgotten first.
-    pub fn checkpoint(&mut self, emitted_through_ms: i64) -> Option<PartitionCheckpoint> {
+    pub fn checkpoint(
+        &mut self,
+        emitted_through_ms: i64,
+        outliers: Option<OutlierSnapshot>,
+    ) -> Option<PartitionCheckpoint> {
         if self.restoring() {
             // Mid-rebuild the resumed checkpoint still describes the partition.
             let mut resumed = self.resumed_from.clone()?;
@@ -265,11 +313,16 @@ impl PartitionState {
         let max_width_ms = self.max_width_ms;
         self.panes
             .retain(|start, _| start.saturating_add(max_width_ms) > emitted_through_ms);
+        let held = self.held.iter().map(|(&offset, &before)| PaneOrigin {
+            first_offset: offset,
+            max_event_ms_before: before,
+        });
         let earliest = self
             .panes
             .values()
-            .min_by_key(|origin| origin.first_offset)
-            .copied();
+            .copied()
+            .chain(held)
+            .min_by_key(|origin| origin.first_offset);
         let (replay_from, max_event_ms_before_replay) = match earliest {
             Some(origin) if origin.first_offset < next_offset => {
                 (origin.first_offset, origin.max_event_ms_before)
@@ -284,6 +337,7 @@ impl PartitionState {
             replay_from,
             max_event_ms_before_replay,
             emitted_through_ms,
+            outliers,
         })
     }
 }
@@ -317,12 +371,12 @@ pub(super) mod tests {
             p.observe(time);
             p.processed(offset, 0);
         }
-        let cp = p.checkpoint(i64::MIN).unwrap();
+        let cp = p.checkpoint(i64::MIN, None).unwrap();
         assert_eq!((cp.next_offset, cp.replay_from), (14, 10));
         assert_eq!(cp.max_event_ms_before_replay, None);
         // Windows through 11 minutes emitted: the pane at 1 minute is no
         // longer needed, the pane at 2 minutes is (the 10-minute window ending at 12).
-        let cp = p.checkpoint(660_000).unwrap();
+        let cp = p.checkpoint(660_000, None).unwrap();
         assert_eq!(cp.replay_from, 11);
         assert_eq!(cp.max_event_ms_before_replay, Some(61_000));
         assert!(cp.seq > 1);
@@ -335,7 +389,7 @@ pub(super) mod tests {
         assert!(resumed.restoring());
         assert_eq!(resumed.watermark_ms(), Some(51_000));
         let mut resumed = resumed;
-        let again = resumed.checkpoint(900_000).unwrap();
+        let again = resumed.checkpoint(900_000, None).unwrap();
         assert_eq!(
             (again.next_offset, again.replay_from),
             (14, 11),
@@ -353,6 +407,7 @@ pub(super) mod tests {
             replay_from: 500,
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
+            outliers: None,
         };
         let mut p = PartitionState::resumed(&cp, GEOMETRY, 0);
         assert_eq!(p.check_offset(600), OffsetCheck::SeekBack(300));

@@ -23,7 +23,8 @@ use crate::kafka::group::{Admit, Group, PendingCheckpoint, SeenStream};
 use crate::kafka::metrics::KafkaMetrics;
 use crate::kafka::partition::PartitionGeometry;
 use crate::output::now_ms;
-use crate::pipeline::{Outcome, Parsed};
+use crate::pipeline::{Outcome, Parsed, Pipeline, Reread};
+use downbeat_operators::Verdict;
 
 /// The consumer, the group state machine, and what they report.
 pub struct KafkaSource {
@@ -133,31 +134,53 @@ impl KafkaSource {
         let raw = message.payload().unwrap_or_default();
         let pipeline = ingest.pipeline();
         let parsed = pipeline.decode_record(message.payload());
-        let seen = match parsed {
+        let input = partition as u32;
+        match parsed {
             Parsed::Play(stream) if restore => {
                 let time_ms = stream.time_ms();
-                let in_pane = !group.is_late(partition, time_ms)
-                    && pipeline.restore_from_input(partition as u32, stream);
-                Some(SeenStream { time_ms, in_pane })
+                match pipeline.reread_from_input(input, offset, stream, raw) {
+                    Reread::Restore => {
+                        let in_pane = !group.is_late(partition, time_ms)
+                            && pipeline.restore_from_input(input, stream);
+                        let seen = SeenStream {
+                            offset,
+                            time_ms,
+                            in_pane,
+                        };
+                        group.seen(partition, seen);
+                    }
+                    Reread::Held => group.hold(partition, offset),
+                    Reread::Refused => {}
+                }
             }
             Parsed::Play(stream) => {
-                let time_ms = stream.time_ms();
-                let late = group.is_late(partition, time_ms);
-                let outcome = pipeline.count_from_input(partition as u32, stream, late, raw);
-                let in_pane = outcome == Outcome::Stream;
-                if let (true, Some(ms)) = (in_pane, message.timestamp().to_millis()) {
-                    let latency = now.saturating_sub(ms).max(0) as u64;
-                    ingest_latencies.push(Duration::from_millis(latency));
+                match pipeline.guard_from_input(input, offset, stream, raw) {
+                    Some(stream) => {
+                        let time_ms = stream.time_ms();
+                        let late = group.is_late(partition, time_ms);
+                        let outcome = pipeline.count_from_input(input, stream, late, raw);
+                        let in_pane = outcome == Outcome::Stream;
+                        if let (true, Some(ms)) = (in_pane, message.timestamp().to_millis()) {
+                            let latency = now.saturating_sub(ms).max(0) as u64;
+                            ingest_latencies.push(Duration::from_millis(latency));
+                        }
+                        let seen = SeenStream {
+                            offset,
+                            time_ms,
+                            in_pane,
+                        };
+                        group.seen(partition, seen);
+                    }
+                    None => group.hold(partition, offset),
                 }
-                Some(SeenStream { time_ms, in_pane })
+                Self::apply_verdicts(group, partition, pipeline);
             }
-            _ if restore => None,
+            _ if restore => {}
             other => {
                 pipeline.apply_from_input(other, raw);
-                None
             }
-        };
-        let progressed = group.record_done(partition, offset, restore, seen, now);
+        }
+        let progressed = group.record_done(partition, offset, restore, now);
         if let Some(upto) = progressed.catch_up_to {
             pipeline.catch_up(partition as u32, upto);
         }
@@ -170,6 +193,31 @@ impl KafkaSource {
             ingest.publish();
         }
         None
+    }
+
+    /// The outlier guard of `partition` decided on streams it held: count
+    /// those it released (lateness by the partition's watermark, moved by
+    /// each in turn), refuse the others.
+    fn apply_verdicts(group: &mut Group, partition: i32, pipeline: &mut Pipeline) {
+        for verdict in pipeline.take_input_verdicts() {
+            match verdict {
+                Verdict::Accept(held) => {
+                    let time_ms = held.time_ms();
+                    let late = group.is_late(partition, time_ms);
+                    let outcome = pipeline.count_held_from_input(partition as u32, &held, late);
+                    let seen = SeenStream {
+                        offset: held.offset,
+                        time_ms,
+                        in_pane: outcome == Outcome::Stream,
+                    };
+                    group.seen(partition, seen);
+                }
+                Verdict::Reject(held) => {
+                    pipeline.refuse_outlier(&held);
+                    group.refused(partition, held.offset);
+                }
+            }
+        }
     }
 
     /// Feed the client's queued events to the state machine.
@@ -212,9 +260,11 @@ impl KafkaSource {
             .group
             .assign(&partitions, &checkpoints, &committed, now_ms())
         {
-            ingest
-                .pipeline()
-                .open_input(start.partition as u32, start.emitted_through_ms);
+            ingest.pipeline().open_input(
+                start.partition as u32,
+                start.emitted_through_ms,
+                start.outliers.as_ref(),
+            );
             if let Some(offset) = start.fetch_from {
                 let _ = assignment.set_partition_offset(
                     &self.topic,
@@ -287,9 +337,10 @@ impl KafkaSource {
     fn checkpoint(&mut self, ingest: &mut dyn Ingest) {
         let persisted = ingest.persist();
         let pipeline = ingest.pipeline();
-        let pending = self
-            .group
-            .checkpoint(|p| pipeline.emitted_through(p as u32));
+        let pending = self.group.checkpoint(
+            |p| pipeline.emitted_through(p as u32),
+            |p| pipeline.outlier_snapshot(p as u32),
+        );
         if let Some(store) = &self.store {
             let checkpoint = ReplicaCheckpoint {
                 emitted_bytes: persisted.emitted_bytes,
@@ -395,7 +446,12 @@ impl Source for KafkaSource {
     fn tick(&mut self, now_ms: i64, ingest: &mut dyn Ingest) {
         self.handle_events(ingest);
         for partition in self.group.idle_caught_up(now_ms) {
-            ingest.pipeline().catch_up(partition as u32, i64::MAX);
+            // An idle partition's guard decides on what it holds, as the
+            // single input's does.
+            let pipeline = ingest.pipeline();
+            pipeline.flush_input_guard(partition as u32);
+            Self::apply_verdicts(&mut self.group, partition, pipeline);
+            pipeline.catch_up(partition as u32, i64::MAX);
         }
         if let Some(watermark) = self.group.watermark(now_ms) {
             ingest.pipeline().advance_to(watermark);
