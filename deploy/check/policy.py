@@ -526,7 +526,7 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], bool]]] = [
     ("no port named metrics", "metrics-port", lambda docs: all(p.__setitem__("name", "http") or True for s in docs if s.get("kind") == "Service" for p in s["spec"]["ports"])),
     ("StatefulSet serviceName unknown", "statefulset-service", _mutate_first("StatefulSet", lambda w: w["spec"].__setitem__("serviceName", "nope"))),
     ("ConfigMap reference unknown", "reference", lambda docs: all(v["configMap"].__setitem__("name", "downbeat-config-stale") or True for v in Render.pod_spec(_pod(docs))["volumes"] if "configMap" in v)),
-    ("PVC reference unknown", "reference", lambda docs: any(v["persistentVolumeClaim"].__setitem__("claimName", "nope") or True for v in Render.pod_spec(_pod(docs))["volumes"] if "persistentVolumeClaim" in v)),
+    ("PVC reference unknown", "reference", lambda docs: Render.pod_spec(_pod(docs))["volumes"].append({"name": "extra", "persistentVolumeClaim": {"claimName": "nope"}}) or True),
     ("PDB selects no pods", "pdb", _mutate_first("PodDisruptionBudget", lambda p: p["spec"].__setitem__("selector", {"matchLabels": {"app.kubernetes.io/name": "typo"}}))),
     ("PDB allows no eviction", "pdb", _mutate_first("PodDisruptionBudget", lambda p: p["spec"].__setitem__("maxUnavailable", 0))),
     ("ServiceMonitor selects no Service", "servicemonitor", _mutate_first("ServiceMonitor", lambda m: m["spec"].__setitem__("selector", {"matchLabels": {"app.kubernetes.io/name": "typo"}}))),

@@ -99,6 +99,10 @@ pub struct KafkaConfig {
     /// each other's partitions must share it. `""` opts out: no checkpoints,
     /// offsets committed after processing (at least once).
     pub checkpoint_dir: String,
+    /// A topic that also holds every partition's checkpoint (created
+    /// compacted if missing), so a replica takes a partition over from
+    /// another with no shared `checkpoint_dir`. `""` (default): none.
+    pub state_topic: String,
     /// Time between checkpoints (default 1000).
     pub checkpoint_interval_ms: u64,
     /// This replica's name in checkpoint files (default: the host name).
@@ -114,6 +118,7 @@ impl Default for KafkaConfig {
             topic: "listen_events".to_owned(),
             group: "downbeat".to_owned(),
             checkpoint_dir: DEFAULT_CHECKPOINT_DIR.to_owned(),
+            state_topic: String::new(),
             checkpoint_interval_ms: 1000,
             replica_id: None,
             properties: std::collections::BTreeMap::new(),
@@ -563,6 +568,7 @@ mod tests {
         assert_eq!(config.trending, defaults.trending);
         assert_eq!(config.memory, defaults.memory);
         assert_eq!(config.kafka.checkpoint_dir, defaults.kafka.checkpoint_dir);
+        assert_eq!(config.kafka.state_topic, defaults.kafka.state_topic);
         assert_eq!(config.source.rate_per_sec, defaults.source.rate_per_sec);
     }
 

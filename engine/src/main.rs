@@ -87,6 +87,11 @@ struct RunArgs {
     /// at least once).
     #[arg(long, env = "DOWNBEAT_CHECKPOINT_DIR")]
     checkpoint_dir: Option<String>,
+    /// For `--source kafka`: also keep every partition's checkpoint in this
+    /// (compacted) topic, so replicas take partitions over from each other
+    /// with no shared checkpoint directory.
+    #[arg(long, env = "DOWNBEAT_STATE_TOPIC")]
+    state_topic: Option<String>,
     /// For `--source kafka`: milliseconds between checkpoints.
     #[arg(long, env = "DOWNBEAT_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
@@ -320,6 +325,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.checkpoint_dir {
         kafka.checkpoint_dir = dir;
+    }
+    if let Some(topic) = args.state_topic {
+        kafka.state_topic = topic;
     }
     if let Some(interval) = args.checkpoint_interval_ms {
         kafka.checkpoint_interval_ms = interval;

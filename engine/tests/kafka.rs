@@ -634,6 +634,38 @@ impl Scratch {
 fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
     let _serial = serial();
     let dir = Scratch::new();
+    let checkpoints = dir.path().join("checkpoints");
+    let shared = ["--checkpoint-dir", checkpoints.to_str().unwrap()];
+    hand_over_exactly(&dir, &shared, &shared);
+}
+
+/// As above with no shared directory: each replica keeps its own, and the
+/// partition checkpoints also go to a state topic, which the survivor
+/// resumes from.
+#[test]
+fn replicas_hand_over_through_the_state_topic_with_no_shared_directory() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let own_a = [
+        "--checkpoint-dir",
+        "a-state",
+        "--state-topic",
+        "downbeat-state",
+    ];
+    let own_b = [
+        "--checkpoint-dir",
+        "b-state",
+        "--state-topic",
+        "downbeat-state",
+    ];
+    hand_over_exactly(&dir, &own_a, &own_b);
+    assert!(dir.path().join("a-state").is_dir() && dir.path().join("b-state").is_dir());
+}
+
+/// Two replicas split 4 partitions; after the first half of the data one
+/// stops and the other takes its partitions over: summed over replicas,
+/// every window and counter equals one `replay`.
+fn hand_over_exactly(dir: &Scratch, state_a: &[&str], state_b: &[&str]) {
     let total = 40_000u64;
     let input = generated(dir.path(), "events.jsonl", total, 20);
     let (expected, summary) = replay_of(&input, dir.path());
@@ -647,20 +679,19 @@ fn two_replicas_split_the_topic_and_hand_over_partitions_exactly() {
 
     let broker = Broker::start();
     broker.create_topic("listens", 4);
-    let checkpoints = dir.path().join("checkpoints");
     // The pauses below (a replica leaving, the next half produced) stay
     // well under the idle timeout, so the idle rule does not close windows
     // of this historical data early.
-    let args = [
+    let common = [
         "--idle-timeout-ms",
         "20000",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
         "--checkpoint-interval-ms",
         "200",
     ];
-    let mut a = Replica::start(&broker, "listens", "pair", dir.path(), "a", &args);
-    let b = Replica::start(&broker, "listens", "pair", dir.path(), "b", &args);
+    let args_a = [&common[..], state_a].concat();
+    let args_b = [&common[..], state_b].concat();
+    let mut a = Replica::start(&broker, "listens", "pair", dir.path(), "a", &args_a);
+    let b = Replica::start(&broker, "listens", "pair", dir.path(), "b", &args_b);
     wait_until(
         Duration::from_secs(60),
         "both replicas to hold partitions",

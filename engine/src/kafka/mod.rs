@@ -9,3 +9,4 @@ pub mod group;
 pub mod metrics;
 pub mod partition;
 pub mod produce;
+pub mod state_topic;

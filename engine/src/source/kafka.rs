@@ -21,7 +21,8 @@ use crate::kafka::checkpoint::{new_checkpoint, CheckpointStore, ReplicaCheckpoin
 use crate::kafka::client::{client_config, ClientCallbacks, ClientEvent};
 use crate::kafka::group::{Admit, Group, PendingCheckpoint, SeenStream};
 use crate::kafka::metrics::KafkaMetrics;
-use crate::kafka::partition::PartitionGeometry;
+use crate::kafka::partition::{PartitionCheckpoint, PartitionGeometry};
+use crate::kafka::state_topic::StateTopic;
 use crate::output::now_ms;
 use crate::pipeline::{Outcome, Parsed, Pipeline, Reread};
 use downbeat_operators::Verdict;
@@ -34,6 +35,7 @@ pub struct KafkaSource {
     topic: String,
     group: Group,
     store: Option<CheckpointStore>,
+    state_topic: Option<StateTopic>,
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
     kafka_metrics: Arc<KafkaMetrics>,
@@ -48,17 +50,25 @@ pub struct Recovery {
     pub store: Option<CheckpointStore>,
     /// This replica's own last checkpoint.
     pub own: Option<ReplicaCheckpoint>,
+    /// Partition checkpoints in Kafka (None: no `kafka.state_topic`).
+    pub state_topic: Option<StateTopic>,
 }
 
 impl Recovery {
     /// Open the checkpoint directory of `kafka` (none when it is `""`) as `replica`.
     pub fn open(kafka: &KafkaConfig, replica: &str) -> anyhow::Result<Self> {
+        let state_topic = if kafka.state_topic.is_empty() {
+            None
+        } else {
+            Some(StateTopic::open(kafka)?)
+        };
         let dir = &kafka.checkpoint_dir;
         if dir.is_empty() {
-            tracing::warn!("kafka.checkpoint_dir is empty: after a crash or a rebalance, windows in progress restart empty (offsets are still committed after processing)");
+            tracing::warn!("kafka.checkpoint_dir is empty: after a crash, this replica's counters restart from zero, and without kafka.state_topic windows in progress restart empty (offsets are still committed after processing)");
             return Ok(Self {
                 store: None,
                 own: None,
+                state_topic,
             });
         }
         let store = CheckpointStore::open(Path::new(dir), &kafka.group, &kafka.topic, replica)?;
@@ -66,6 +76,7 @@ impl Recovery {
         Ok(Self {
             store: Some(store),
             own,
+            state_topic,
         })
     }
 }
@@ -98,6 +109,7 @@ impl KafkaSource {
             topic: kafka.topic.clone(),
             group: Group::new(geometry, idle_timeout_ms, carried),
             store: recovery.store,
+            state_topic: recovery.state_topic,
             checkpoint_interval: Duration::from_millis(kafka.checkpoint_interval_ms),
             last_checkpoint: Instant::now(),
             kafka_metrics,
@@ -249,13 +261,7 @@ impl KafkaSource {
             .collect();
         let committed = self.committed(&assignment);
         self.share_song_budget(partitions.len(), ingest);
-        let checkpoints = match &self.store {
-            Some(store) => store.latest_partitions().unwrap_or_else(|error| {
-                tracing::error!(%error, "cannot read checkpoints; starting assigned partitions from committed offsets");
-                BTreeMap::new()
-            }),
-            None => BTreeMap::new(),
-        };
+        let checkpoints = self.latest_checkpoints();
         for start in self
             .group
             .assign(&partitions, &checkpoints, &committed, now_ms())
@@ -349,13 +355,53 @@ impl KafkaSource {
                 ..new_checkpoint(now_ms())
             };
             let saved = store.save(&checkpoint);
-            self.kafka_metrics.checkpoint(saved.is_ok());
             if let Err(error) = saved {
+                self.kafka_metrics.checkpoint(false);
                 tracing::error!(%error, "checkpoint failed; offsets not committed");
                 return;
             }
         }
+        if let Some(state_topic) = &self.state_topic {
+            if let Err(error) = state_topic.publish(&pending.partitions[..pending.held]) {
+                self.kafka_metrics.checkpoint(false);
+                tracing::error!(%error, "checkpoint not acknowledged by the state topic; offsets not committed");
+                return;
+            }
+        }
+        if self.store.is_some() || self.state_topic.is_some() {
+            self.kafka_metrics.checkpoint(true);
+        }
         self.store_offsets(&pending);
+    }
+
+    /// The newest checkpoint of each partition, from the checkpoint
+    /// directory and the state topic (the highest `seq` wins). When neither
+    /// can be read, assigned partitions start from the committed offsets.
+    fn latest_checkpoints(&self) -> BTreeMap<i32, PartitionCheckpoint> {
+        let mut latest = match &self.store {
+            Some(store) => store.latest_partitions().unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read the checkpoint directory");
+                BTreeMap::new()
+            }),
+            None => BTreeMap::new(),
+        };
+        let Some(state_topic) = &self.state_topic else {
+            return latest;
+        };
+        match state_topic.latest_partitions() {
+            Ok(published) => {
+                for (partition, checkpoint) in published {
+                    let newer = latest
+                        .get(&partition)
+                        .is_none_or(|known| checkpoint.seq > known.seq);
+                    if newer {
+                        latest.insert(partition, checkpoint);
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read the state topic"),
+        }
+        latest
     }
 
     fn store_offsets(&mut self, pending: &PendingCheckpoint) {
