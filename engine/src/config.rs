@@ -529,6 +529,7 @@ impl Config {
                 top_k: w.top_k,
                 trending: self.trending.clone(),
                 pane_song_budget_bytes,
+                partials: false,
             },
             watermark: WatermarkConfig {
                 allowed_lateness_ms: w.allowed_lateness_ms as i64,

@@ -26,6 +26,7 @@ use crate::catalog::SongCatalog;
 use crate::event::{EventTimeMs, Play, SongId};
 use crate::operator::Operator;
 use crate::pane::Pane;
+use crate::partial::Partial;
 use crate::result::WindowResult;
 use crate::top_k::top_k;
 use crate::trending::{SongStreams, TrendDetector, Trending, TrendingConfig};
@@ -45,6 +46,9 @@ pub struct AggregatorConfig {
     /// [`crate::song_counts`]); beyond it the pane's song counts become a
     /// heavy-hitters summary with an error bound. `usize::MAX`: unbounded.
     pub pane_song_budget_bytes: usize,
+    /// Also keep, for every window emitted, one [`Partial`] per source
+    /// holding panes in it (taken with [`WindowAggregator::take_partials`]).
+    pub partials: bool,
 }
 
 impl Default for AggregatorConfig {
@@ -58,6 +62,7 @@ impl Default for AggregatorConfig {
             top_k: 10,
             trending: TrendingConfig::default(),
             pane_song_budget_bytes: usize::MAX,
+            partials: false,
         }
     }
 }
@@ -96,6 +101,8 @@ pub struct WindowAggregator {
     /// The window the trend detector scores, and the detector.
     trend: Option<(usize, TrendDetector)>,
     trending: Option<Trending>,
+    /// Some when partials are kept: those of windows emitted since taken.
+    partials: Option<Vec<Partial>>,
 }
 
 impl WindowAggregator {
@@ -140,6 +147,7 @@ impl WindowAggregator {
             song_reductions: 0,
             trend,
             trending: None,
+            partials: config.partials.then(Vec::new),
         })
     }
 
@@ -317,6 +325,7 @@ impl WindowAggregator {
         for (end_ms, window) in self.due_windows(after, upto) {
             if let Some(state) = self.window_state(window, end_ms, |s| s == source) {
                 out.push(self.result(window, end_ms, &state));
+                self.keep_partials(window, end_ms, vec![source]);
             }
         }
         self.emitted_through_ms.insert(source, upto);
@@ -384,6 +393,8 @@ impl WindowAggregator {
                     }
                 }
                 out.push(self.result(window, end_ms, &state));
+                let sources = self.sources_in(window, end_ms, |s| self.emitted_through(s) < end_ms);
+                self.keep_partials(window, end_ms, sources);
             }
             self.trend = trend;
             if trending.is_some() {
@@ -463,6 +474,61 @@ impl WindowAggregator {
                 Cow::Owned(all)
             }
         })
+    }
+
+    /// The sources `holds` accepts with panes in the window ending at `end_ms`.
+    fn sources_in(
+        &self,
+        window: usize,
+        end_ms: EventTimeMs,
+        holds: impl Fn(SourceId) -> bool,
+    ) -> Vec<SourceId> {
+        if self.partials.is_none() {
+            return Vec::new();
+        }
+        let start_ms = end_ms - self.windows[window].width_ms();
+        let mut sources: Vec<SourceId> = self
+            .panes
+            .range((start_ms, 0)..(end_ms, 0))
+            .map(|((_, source), _)| *source)
+            .filter(|&source| holds(source))
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        sources
+    }
+
+    /// With partials kept: one per source of `sources`, for the window
+    /// ending at `end_ms`, from that source's panes alone.
+    fn keep_partials(&mut self, window: usize, end_ms: EventTimeMs, sources: Vec<SourceId>) {
+        let Some(mut partials) = self.partials.take() else {
+            return;
+        };
+        let spec = &self.windows[window];
+        let start_ms = end_ms - spec.width_ms();
+        for source in sources {
+            if let Some(state) = self.window_state(window, end_ms, |s| s == source) {
+                let partial = Partial::from_pane(
+                    spec.kind(),
+                    start_ms,
+                    end_ms,
+                    source,
+                    &state,
+                    &self.catalog,
+                );
+                partials.push(partial);
+            }
+        }
+        self.partials = Some(partials);
+    }
+
+    /// The partials of the windows emitted since the last call (none unless
+    /// [`AggregatorConfig::partials`]).
+    pub fn take_partials(&mut self) -> Vec<Partial> {
+        self.partials
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The result of the window ending at `end_ms` from its state.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::dimensions::{Device, Dimensions, Gender, Level, UsState};
 
@@ -72,6 +72,39 @@ impl Breakdown {
         Gender::ALL
             .iter()
             .map(|g| (g.label(), self.gender[*g as usize]))
+    }
+}
+
+/// Every count of a [`Breakdown`], in its dimensions' fixed orders: what a
+/// partial window carries to be merged elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakdownState {
+    level: Vec<u64>,
+    device: Vec<u64>,
+    state: Vec<u64>,
+    gender: Vec<u64>,
+}
+
+impl Breakdown {
+    /// The counts, for another process to merge.
+    pub fn to_state(&self) -> BreakdownState {
+        BreakdownState {
+            level: self.level.to_vec(),
+            device: self.device.to_vec(),
+            state: self.state.to_vec(),
+            gender: self.gender.to_vec(),
+        }
+    }
+
+    /// Counts from [`Breakdown::to_state`]; None when a dimension has the
+    /// wrong number of values.
+    pub fn from_state(state: &BreakdownState) -> Option<Self> {
+        Some(Self {
+            level: state.level.as_slice().try_into().ok()?,
+            device: state.device.as_slice().try_into().ok()?,
+            state: state.state.as_slice().try_into().ok()?,
+            gender: state.gender.as_slice().try_into().ok()?,
+        })
     }
 }
 

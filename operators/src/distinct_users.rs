@@ -9,6 +9,7 @@
 
 use cardinality_estimator::CardinalityEstimator;
 use hashbrown::HashSet;
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Users counted exactly before switching to the sketch.
@@ -27,6 +28,17 @@ type Sketch = CardinalityEstimator<u64, wyhash::WyHash, PRECISION, REGISTER_WIDT
 /// different replicas agree.
 pub fn user_hash(user_id: &[u8]) -> u64 {
     xxh3_64(user_id)
+}
+
+/// What a partial window carries of its users: the hashes while exact,
+/// else the sketch (the `cardinality-estimator` serde form, which checks
+/// its representation when read).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum UsersState {
+    /// Sorted user hashes.
+    Exact(Vec<u64>),
+    /// The HyperLogLog sketch.
+    Sketch(Box<Sketch>),
 }
 
 /// Distinct-user counter for one pane or window.
@@ -100,6 +112,30 @@ impl DistinctUsers {
         match self {
             DistinctUsers::Exact(set) => set.len() as u64,
             DistinctUsers::Sketch(sketch) => sketch.estimate() as u64,
+        }
+    }
+
+    /// The users, for another process to merge.
+    pub fn to_state(&self) -> UsersState {
+        match self {
+            DistinctUsers::Exact(set) => {
+                let mut hashes: Vec<u64> = set.iter().copied().collect();
+                hashes.sort_unstable();
+                UsersState::Exact(hashes)
+            }
+            DistinctUsers::Sketch(sketch) => UsersState::Sketch(sketch.clone()),
+        }
+    }
+
+    /// The users of [`DistinctUsers::to_state`]; None for an exact set
+    /// larger than [`EXACT_LIMIT`].
+    pub fn from_state(state: &UsersState) -> Option<Self> {
+        match state {
+            UsersState::Exact(hashes) if hashes.len() <= EXACT_LIMIT => {
+                Some(DistinctUsers::Exact(hashes.iter().copied().collect()))
+            }
+            UsersState::Exact(_) => None,
+            UsersState::Sketch(sketch) => Some(DistinctUsers::Sketch(sketch.clone())),
         }
     }
 

@@ -8,7 +8,7 @@
 //! every time it closes, so merge cost matters as much as record cost.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest duration recorded; longer plays are clamped to it.
 pub const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
@@ -61,7 +61,65 @@ pub struct DurationSummary {
     pub max_secs: f64,
 }
 
+/// Every value of a [`DurationHistogram`]: what a partial window carries to
+/// be merged elsewhere. `few` while exact, else `many` as (value, count).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurationState {
+    sum_ms: u64,
+    few: Vec<u32>,
+    many: Vec<(u64, u64)>,
+}
+
 impl DurationHistogram {
+    /// The values, for another process to merge.
+    pub fn to_state(&self) -> DurationState {
+        match &self.values {
+            Values::Few(values) => DurationState {
+                sum_ms: self.sum_ms,
+                few: values.clone(),
+                many: Vec::new(),
+            },
+            Values::Many(histogram) => DurationState {
+                sum_ms: self.sum_ms,
+                few: Vec::new(),
+                many: histogram
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect(),
+            },
+        }
+    }
+
+    /// The histogram of [`DurationHistogram::to_state`]; None when the state
+    /// is not one (values out of range, or both forms).
+    pub fn from_state(state: &DurationState) -> Option<Self> {
+        if !state.many.is_empty() {
+            if !state.few.is_empty() {
+                return None;
+            }
+            let mut many = histogram();
+            for &(value, count) in &state.many {
+                if value > MAX_DURATION_SECS {
+                    return None;
+                }
+                many.record_n(value, count).ok()?;
+            }
+            return Some(Self {
+                values: Values::Many(many),
+                sum_ms: state.sum_ms,
+            });
+        }
+        if state.few.len() > EXACT_LIMIT
+            || state.few.iter().any(|&v| u64::from(v) > MAX_DURATION_SECS)
+        {
+            return None;
+        }
+        Some(Self {
+            values: Values::Few(state.few.clone()),
+            sum_ms: state.sum_ms,
+        })
+    }
+
     /// Record one listening time.
     #[inline]
     pub fn record(&mut self, duration_ms: u32) {

@@ -32,9 +32,11 @@ pub mod dimensions;
 pub mod distinct_users;
 pub mod duration;
 pub mod event;
+pub mod global_merge;
 pub mod operator;
 pub mod outlier;
 pub mod pane;
+pub mod partial;
 pub mod result;
 pub mod song_counts;
 pub mod top_k;
@@ -48,12 +50,14 @@ pub use dimensions::{Device, Dimensions, Gender, Level, UsState};
 pub use distinct_users::{user_hash, DistinctUsers};
 pub use duration::{DurationHistogram, DurationSummary};
 pub use event::{EventTimeMs, Play, SongId};
+pub use global_merge::GlobalMerge;
 pub use operator::Operator;
 pub use outlier::{OutlierConfig, OutlierError, OutlierGuard, Verdict};
 pub use pane::Pane;
+pub use partial::{Partial, PartialError, PARTIAL_VERSION};
 pub use result::{SongCount, WindowResult};
 pub use song_counts::SongCounts;
-pub use top_k::top_k;
+pub use top_k::{top_k, top_k_named};
 pub use trending::{
     SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,
 };

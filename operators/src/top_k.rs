@@ -36,10 +36,18 @@ pub fn top_k(
         // Every song above the k-th count wins; those tied with it compete by name.
         by_count.retain(|&(streams, _)| streams >= kth);
     }
-    let mut entries: Vec<(u64, &str, &str)> = by_count
+    let entries: Vec<(u64, &str, &str)> = by_count
         .into_iter()
         .filter_map(|(n, id)| catalog.names(id).map(|(artist, song)| (n, artist, song)))
         .collect();
+    top_k_named(entries, k)
+}
+
+/// The `k` first of (streams, artist, song) in leaderboard order.
+pub fn top_k_named(mut entries: Vec<(u64, &str, &str)>, k: usize) -> Vec<SongCount> {
+    if k == 0 {
+        return Vec::new();
+    }
     if entries.len() > k {
         entries.select_nth_unstable_by(k - 1, leaderboard_order);
         entries.truncate(k);
