@@ -6,8 +6,9 @@
 //! An event more than `jump_ms` beyond it is held back: neither counted nor
 //! moving the watermark. Held events are confirmed as a real jump (a quiet
 //! night, a restart after an outage) once `confirm_events` of them lie
-//! within `jump_ms` of each other: they are then released in arrival order
-//! and the stream's time moves on. A held event is an outlier, and is
+//! within `jump_ms` of each other: the stream's time moves on, and every
+//! held event now within reach is released, oldest first (so a lone event
+//! of a sparse stream's quiet night is not made late by the morning). A held event is an outlier, and is
 //! rejected, once `reject_after_events` ordinary events have arrived after
 //! it without confirming it. Until the first events confirm each other, the
 //! stream has no position and every event waits; at the end of input the
@@ -250,25 +251,42 @@ impl<T> OutlierGuard<T> {
         best.map(|(_, low, high)| (low, high))
     }
 
-    /// Release the held events in `low..=high`, in arrival order.
+    /// The held events in `low..=high` agree. Before the stream has a
+    /// position they start it, in arrival order (as a stream that begins
+    /// out of order would be read). After, they are a real jump: the stream
+    /// moves to `high`, and every held event now within reach is released,
+    /// oldest first.
     fn release_group(&mut self, low: EventTimeMs, high: EventTimeMs, out: &mut Vec<Verdict<T>>) {
-        let mut kept = VecDeque::with_capacity(self.held.len());
-        for held in self.held.drain(..) {
-            if (low..=high).contains(&held.time_ms) {
-                out.push(Verdict::Accept(held.item));
-            } else {
-                kept.push_back(held);
+        if self.confirmed_max_ms.is_none() {
+            let mut kept = VecDeque::with_capacity(self.held.len());
+            for held in self.held.drain(..) {
+                if (low..=high).contains(&held.time_ms) {
+                    out.push(Verdict::Accept(held.item));
+                } else {
+                    kept.push_back(held);
+                }
             }
+            self.held = kept;
         }
-        self.held = kept;
         self.confirm(high);
+        self.release_caught_up(out);
     }
 
-    /// Held events the stream has now caught up with are ordinary.
+    /// Held events the stream has now caught up with are ordinary: released
+    /// oldest first (by event time, then arrival), so a sparse stream's
+    /// events come out in time order and none is made late by a newer one
+    /// released before it.
     fn release_caught_up(&mut self, out: &mut Vec<Verdict<T>>) {
         while let Some(max) = self.confirmed_max_ms {
             let reach = max.saturating_add(self.config.jump_ms);
-            let Some(index) = self.held.iter().position(|held| held.time_ms <= reach) else {
+            let oldest = self
+                .held
+                .iter()
+                .enumerate()
+                .filter(|(_, held)| held.time_ms <= reach)
+                .min_by_key(|(index, held)| (held.time_ms, *index))
+                .map(|(index, _)| index);
+            let Some(index) = oldest else {
                 return;
             };
             if let Some(held) = self.held.remove(index) {
@@ -357,6 +375,20 @@ mod tests {
             }
             assert_eq!((accepted, rejected), whole, "snapshot after {cut} events");
         }
+    }
+
+    /// A sparse stream (one Kafka partition of few users): a lone event in
+    /// the night, then the morning. The morning confirms the jump; the
+    /// night's event, now within reach, comes out before it, so it is not
+    /// made late by the newer events.
+    #[test]
+    fn released_events_come_out_oldest_first() {
+        let mut times = steady(10, 0, 30_000);
+        times.push(3 * 60 * MIN);
+        times.extend(steady(5, 6 * 60 * MIN, 30_000));
+        let (accepted, rejected) = run(&times, OutlierConfig::default());
+        assert!(rejected.is_empty());
+        assert_eq!(accepted, (0..times.len()).collect::<Vec<_>>());
     }
 
     #[test]
