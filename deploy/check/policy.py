@@ -493,9 +493,16 @@ def _annotate_pods(docs):
 
 
 def _hpa_and_replicas(docs):
-    if _first(docs, "HorizontalPodAutoscaler") is None:
+    hpa = _first(docs, "HorizontalPodAutoscaler")
+    if hpa is None:
         return False
-    _pod(docs)["spec"]["replicas"] = 3
+    target = hpa["spec"]["scaleTargetRef"]
+    scaled = next(
+        d
+        for d in docs
+        if d.get("kind") == target["kind"] and d["metadata"]["name"] == target["name"]
+    )
+    scaled["spec"]["replicas"] = 3
     return True
 
 

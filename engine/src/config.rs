@@ -103,6 +103,10 @@ pub struct KafkaConfig {
     /// compacted if missing), so a replica takes a partition over from
     /// another with no shared `checkpoint_dir`. `""` (default): none.
     pub state_topic: String,
+    /// A topic for the merge tier: every window closed, per partition held,
+    /// as a partial record with every song (created compacted if missing);
+    /// `downbeat merge` reads it. `""` (default): none.
+    pub partials_topic: String,
     /// Time between checkpoints (default 1000).
     pub checkpoint_interval_ms: u64,
     /// This replica's name in checkpoint files (default: the host name).
@@ -119,6 +123,7 @@ impl Default for KafkaConfig {
             group: "downbeat".to_owned(),
             checkpoint_dir: DEFAULT_CHECKPOINT_DIR.to_owned(),
             state_topic: String::new(),
+            partials_topic: String::new(),
             checkpoint_interval_ms: 1000,
             replica_id: None,
             properties: std::collections::BTreeMap::new(),
@@ -529,7 +534,8 @@ impl Config {
                 top_k: w.top_k,
                 trending: self.trending.clone(),
                 pane_song_budget_bytes,
-                partials: false,
+                partials: self.source.kind == SourceKind::Kafka
+                    && !self.kafka.partials_topic.is_empty(),
             },
             watermark: WatermarkConfig {
                 allowed_lateness_ms: w.allowed_lateness_ms as i64,
@@ -570,6 +576,7 @@ mod tests {
         assert_eq!(config.memory, defaults.memory);
         assert_eq!(config.kafka.checkpoint_dir, defaults.kafka.checkpoint_dir);
         assert_eq!(config.kafka.state_topic, defaults.kafka.state_topic);
+        assert_eq!(config.kafka.partials_topic, defaults.kafka.partials_topic);
         assert_eq!(config.source.rate_per_sec, defaults.source.rate_per_sec);
     }
 

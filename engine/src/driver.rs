@@ -242,6 +242,7 @@ impl Ingest for Driver {
             }
         }
         self.closed = closed;
+        self.publish_partials();
         self.publish_trending();
         for index in 0..self.sinks.len() {
             if let Err(error) = self.sinks[index].flush() {
@@ -258,10 +259,15 @@ impl Ingest for Driver {
     }
 
     fn persist(&mut self) -> Persisted {
+        // Windows closed and partials taken since the last publish go out
+        // first: a checkpoint (a revocation's above all) must not record a
+        // window as emitted while its partials are still here.
+        self.publish();
         self.pipeline.flush_counters();
         let mut persisted = Persisted {
             emitted_bytes: None,
             counters: self.metrics.counter_snapshot(),
+            failed: None,
         };
         for index in 0..self.sinks.len() {
             match self.sinks[index].persist() {
@@ -269,6 +275,7 @@ impl Ingest for Driver {
                 Ok(None) => {}
                 Err(error) => {
                     let name = self.sinks[index].name();
+                    persisted.failed = Some(format!("{name}: {error}"));
                     self.sink_failed(name, error);
                 }
             }
@@ -285,6 +292,21 @@ impl Ingest for Driver {
 
 impl Driver {
     /// The trend detector scored a tumbling window: to the sinks.
+    fn publish_partials(&mut self) {
+        if !self.pipeline.keeps_partials() {
+            return;
+        }
+        let partials = self.pipeline.take_partials();
+        let progress = self.pipeline.inputs_progress();
+        let inputs = self.pipeline.input_count();
+        for index in 0..self.sinks.len() {
+            if let Err(error) = self.sinks[index].partials(&partials, &progress, inputs) {
+                let name = self.sinks[index].name();
+                self.sink_failed(name, error);
+            }
+        }
+    }
+
     fn publish_trending(&mut self) {
         let Some(trending) = self.pipeline.take_trending() else {
             return;

@@ -15,6 +15,7 @@ pub mod json_scan;
 pub mod kafka;
 pub mod lines;
 pub mod live;
+pub mod merge;
 pub mod metrics;
 pub mod output;
 pub mod page;

@@ -18,6 +18,7 @@ use crate::service::Service;
 use crate::sink::api::{ApiSink, ServerState};
 use crate::sink::emit::EmitSink;
 use crate::sink::metrics::MetricsSink;
+use crate::sink::partials::PartialsSink;
 use crate::sink::Sink;
 use crate::source::generator::Generator;
 use crate::source::kafka::{KafkaSource, Recovery};
@@ -28,6 +29,31 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// Between two ticks of the Kafka source (idleness, checkpoints).
 const KAFKA_TICK: Duration = Duration::from_millis(100);
+
+/// Metrics, the API, the partials topic (Kafka with `kafka.partials_topic`)
+/// and `--emit-windows` (resumed at `emit_resume_bytes` with Kafka).
+fn live_sinks(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    state: &Arc<ServerState>,
+    emit_resume_bytes: Option<u64>,
+) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(MetricsSink(Arc::clone(metrics))),
+        Box::new(ApiSink(Arc::clone(state))),
+    ];
+    if config.source.kind == SourceKind::Kafka && !config.kafka.partials_topic.is_empty() {
+        sinks.push(Box::new(PartialsSink::open(&config.kafka)?));
+    }
+    if let Some(path) = config.output.emit_windows.as_deref() {
+        let emit = match config.source.kind {
+            SourceKind::Kafka => EmitSink::resume(path, emit_resume_bytes)?,
+            _ => EmitSink::create(path)?,
+        };
+        sinks.push(Box::new(emit));
+    }
+    Ok(sinks)
+}
 
 /// Run until SIGINT/SIGTERM. Fails before reading any event if the
 /// configuration, the listen address or an output file is unusable.
@@ -92,17 +118,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             (Box::new(source), KAFKA_TICK)
         }
     };
-    let mut sinks: Vec<Box<dyn Sink>> = vec![
-        Box::new(MetricsSink(Arc::clone(&metrics))),
-        Box::new(ApiSink(Arc::clone(&state))),
-    ];
-    if let Some(path) = config.output.emit_windows.as_deref() {
-        let emit = match config.source.kind {
-            SourceKind::Kafka => EmitSink::resume(path, emit_resume_bytes)?,
-            _ => EmitSink::create(path)?,
-        };
-        sinks.push(Box::new(emit));
-    }
+    let sinks = live_sinks(&config, &metrics, &state, emit_resume_bytes)?;
     let service = Service::start(&config.http, Arc::clone(&state))?;
     let mut driver = Driver::new(pipeline, sinks, metrics, Some(state), Mode::Live { tick });
     let result = driver.run(source.as_mut(), &service.stop);

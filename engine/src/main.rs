@@ -31,6 +31,60 @@ enum Command {
     Generate(GenerateArgs),
     /// Fill a Kafka topic from the generator or a file, keyed by userId.
     Produce(ProduceArgs),
+    /// The merge tier: read the partials the replicas publish
+    /// (`run --partials-topic`), emit each global window once.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Kafka bootstrap brokers, host:port[,host:port..].
+    #[arg(long, env = "DOWNBEAT_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// The topic the replicas publish partial windows to (or
+    /// `kafka.partials_topic` in the config file).
+    #[arg(long, env = "DOWNBEAT_PARTIALS_TOPIC")]
+    partials_topic: Option<String>,
+    /// Consumer group id of the merger's client (it commits nothing).
+    #[arg(long, env = "DOWNBEAT_KAFKA_GROUP")]
+    group: Option<String>,
+    /// HTTP listen address.
+    #[arg(long, env = "DOWNBEAT_LISTEN")]
+    listen: Option<String>,
+    /// Append every global window as JSON Lines here (`-` = stdout).
+    #[arg(long, env = "DOWNBEAT_EMIT_WINDOWS")]
+    emit_windows: Option<String>,
+    /// A librdkafka property, KEY=VALUE (repeatable).
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// A replica's claim that a partition is idle (read to its end and
+    /// quiet: windows stop waiting for it) holds this long (ms) after it
+    /// was sent; replicas repeat it every second. Shorter than the allowed
+    /// lateness, so a dead replica's partitions are waited for again before
+    /// a window with their new plays closes.
+    #[arg(long, default_value_t = 5_000)]
+    idle_lease_ms: u64,
+}
+
+fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    let mut config = args.common.config()?;
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let Some(path) = args.emit_windows {
+        config.output.emit_windows = Some(path);
+    }
+    if let Some(brokers) = args.brokers {
+        config.kafka.brokers = brokers;
+    }
+    config.kafka.group = args.group.unwrap_or_else(|| "downbeat-merge".to_owned());
+    if let Some(topic) = args.partials_topic {
+        config.kafka.partials_topic = topic;
+    }
+    config.kafka.properties.extend(args.properties);
+    downbeat::merge::merge(config, std::time::Duration::from_millis(args.idle_lease_ms))
 }
 
 /// Settings shared by every command; each overrides the config file.
@@ -92,6 +146,10 @@ struct RunArgs {
     /// with no shared checkpoint directory.
     #[arg(long, env = "DOWNBEAT_STATE_TOPIC")]
     state_topic: Option<String>,
+    /// For `--source kafka`: publish every closed window per partition held
+    /// to this topic, for `downbeat merge`.
+    #[arg(long, env = "DOWNBEAT_PARTIALS_TOPIC")]
+    partials_topic: Option<String>,
     /// For `--source kafka`: milliseconds between checkpoints.
     #[arg(long, env = "DOWNBEAT_CHECKPOINT_INTERVAL_MS")]
     checkpoint_interval_ms: Option<u64>,
@@ -187,6 +245,10 @@ struct ProduceArgs {
     /// JSON Lines to produce (`-` = stdin) instead of the generator.
     #[arg(long, conflicts_with_all = ["rate", "count", "start_ms", "spike_song"])]
     input: Option<String>,
+    /// How records are keyed: by userId (a user's plays in one partition),
+    /// a random key per record, or none.
+    #[arg(long, value_enum, default_value_t = downbeat::kafka::produce::KeyBy::User)]
+    key: downbeat::kafka::produce::KeyBy,
     #[command(flatten)]
     events: GeneratedEvents,
 }
@@ -263,6 +325,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Generate(args) => generate(args),
         Command::Produce(args) => produce(args),
+        Command::Merge(args) => merge(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -329,6 +392,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(topic) = args.state_topic {
         kafka.state_topic = topic;
     }
+    if let Some(topic) = args.partials_topic {
+        kafka.partials_topic = topic;
+    }
     if let Some(interval) = args.checkpoint_interval_ms {
         kafka.checkpoint_interval_ms = interval;
     }
@@ -379,6 +445,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         start_ms: args.events.start_ms,
         properties: args.kafka.properties,
         generator: config.generator.clone(),
+        key: args.key,
     })?;
     let line = serde_json::to_string(&summary).context("summary serializes")?;
     let _ = writeln!(io::stderr(), "{line}");

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, OutlierConfig, OutlierGuard, Play, SourceId, Trending, Verdict,
-    WindowAggregator, WindowError, WindowId, WindowResult,
+    AggregatorConfig, Dimensions, OutlierConfig, OutlierGuard, Partial, Play, SourceId, Trending,
+    Verdict, WindowAggregator, WindowError, WindowId, WindowResult,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -279,6 +279,24 @@ pub enum Reread {
     Refused,
 }
 
+/// What an input's source last said of it.
+struct InputMark {
+    watermark_ms: Option<i64>,
+    idle: bool,
+}
+
+/// How far one input is, for the merge tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputProgress {
+    /// The input (a Kafka partition).
+    pub input: SourceId,
+    /// Windows ending at or before this hold the input.
+    pub through_ms: i64,
+    /// The input is read to its end and quiet for the idle timeout: it
+    /// holds no window (the idle rule), until it reports again.
+    pub idle: bool,
+}
+
 /// The operator graph: decode, the single-input watermark, the windows.
 pub struct Pipeline {
     aggregator: WindowAggregator,
@@ -288,6 +306,8 @@ pub struct Pipeline {
     outliers: OutlierConfig,
     input_guards: HashMap<SourceId, InputGuard>,
     input_verdicts: Vec<Verdict<HeldPlay>>,
+    input_count: usize,
+    input_progress: HashMap<SourceId, InputMark>,
     max_field_bytes: usize,
     parse_settings: ParseSettings,
     max_future_ms: i64,
@@ -322,6 +342,8 @@ impl Pipeline {
             outliers: config.outliers,
             input_guards: HashMap::new(),
             input_verdicts: Vec::new(),
+            input_count: 1,
+            input_progress: HashMap::new(),
             max_field_bytes: config.max_field_bytes,
             parse_settings,
             max_future_ms: config.max_future_ms,
@@ -657,12 +679,14 @@ impl Pipeline {
     /// topic's partitions), so the whole stays within the configured budget
     /// however many of them this process holds.
     pub fn share_song_budget(&mut self, inputs: usize) {
+        self.input_count = inputs;
         self.aggregator.share_song_budget(inputs);
     }
 
     /// Give up `input`: drop its panes (another owner takes it over).
     pub fn close_input(&mut self, input: SourceId) {
         self.input_guards.remove(&input);
+        self.input_progress.remove(&input);
         self.aggregator.remove_source(input);
     }
 
@@ -784,6 +808,65 @@ impl Pipeline {
     /// measure close-to-publish latency.
     pub fn take_close_started(&mut self) -> Option<Instant> {
         self.close_started.take()
+    }
+
+    /// The partial windows of each input closed since the last call (with
+    /// partials kept: `--partials-topic`).
+    pub fn take_partials(&mut self) -> Vec<Partial> {
+        self.aggregator.take_partials()
+    }
+
+    /// True when partial windows are kept.
+    pub fn keeps_partials(&self) -> bool {
+        self.aggregator.keeps_partials()
+    }
+
+    /// Per input its source reported on: how far windows hold it (never
+    /// past the input's own watermark) and whether it is idle (see
+    /// [`InputProgress`]).
+    pub fn inputs_progress(&self) -> Vec<InputProgress> {
+        let emitted: HashMap<SourceId, i64> =
+            self.aggregator.sources_progress().into_iter().collect();
+        let mut progress: Vec<InputProgress> = self
+            .input_progress
+            .iter()
+            .filter_map(|(&input, mark)| {
+                let through_ms = match (emitted.get(&input), mark.watermark_ms) {
+                    (Some(&emitted), Some(watermark)) => emitted.min(watermark),
+                    _ if mark.idle => i64::MIN,
+                    _ => return None,
+                };
+                Some(InputProgress {
+                    input,
+                    through_ms,
+                    idle: mark.idle,
+                })
+            })
+            .collect();
+        progress.sort_unstable_by_key(|p| p.input);
+        progress
+    }
+
+    /// Where `input` is, as its source sees it: its watermark, and whether
+    /// it is idle (read to its end and quiet for the idle timeout).
+    pub fn note_input_progress(&mut self, input: SourceId, watermark_ms: Option<i64>, idle: bool) {
+        self.input_progress
+            .insert(input, InputMark { watermark_ms, idle });
+    }
+
+    /// The number of inputs of the stream (a topic's partitions), when known.
+    pub fn input_count(&self) -> usize {
+        self.input_count
+    }
+
+    /// Windows closed elsewhere (the merger's global windows), published
+    /// to the sinks as if closed here.
+    pub fn push_closed(&mut self, results: &mut Vec<WindowResult>) {
+        self.totals.windows += results.len() as u64;
+        if !results.is_empty() {
+            self.close_started.get_or_insert_with(Instant::now);
+        }
+        self.closed.append(results);
     }
 
     /// The trend detector's answer for the latest tumbling window, once.

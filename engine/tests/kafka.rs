@@ -25,6 +25,28 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A Kafka-protocol broker the tests run processes against.
+trait Kafka {
+    /// host:port of its bootstrap broker.
+    fn address(&self) -> String;
+
+    /// `produce --key KEY` (user, random or none) of `input` into `topic`.
+    fn produce_keyed(&self, topic: &str, input: &Path, key: &str) {
+        stdout_of(
+            downbeat()
+                .args(["produce", "--brokers", &self.address(), "--topic", topic])
+                .args(["--key", key, "--input"])
+                .arg(input),
+        );
+    }
+}
+
+impl Kafka for Broker {
+    fn address(&self) -> String {
+        Broker::address(self)
+    }
+}
+
 /// A tansu broker, killed when dropped.
 struct Broker {
     child: Child,
@@ -105,7 +127,7 @@ struct Replica {
 
 impl Replica {
     fn start(
-        broker: &Broker,
+        broker: &impl Kafka,
         topic: &str,
         group: &str,
         dir: &Path,
@@ -139,7 +161,10 @@ impl Replica {
             .arg(&emit)
             .args(extra)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("DOWNBEAT_TEST_REPLICA_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -823,4 +848,238 @@ fn the_engine_reconnects_after_the_broker_restarts_and_readiness_follows() {
         replica.assert_running();
         replica.ready() && replica.metric("downbeat_events_total") > 500.0
     });
+}
+
+/// `downbeat merge` on a free port reading `partials`, writing `name`.
+fn start_merger(broker: &impl Kafka, dir: &Path, name: &str) -> (common::KillOnDrop, PathBuf, u16) {
+    start_merger_with(broker, dir, name, &[])
+}
+
+/// Replica flags for the merge tests: its own directory, the state topic,
+/// the partials topic; an idle timeout longer than the pauses of a test.
+fn merge_tier_args(name: &str) -> Vec<String> {
+    [
+        "--idle-timeout-ms",
+        "20000",
+        "--checkpoint-dir",
+        &format!("{name}-state"),
+        "--state-topic",
+        "downbeat-state",
+        "--partials-topic",
+        "partials",
+        "--kafka-property",
+        &format!("group.instance.id={name}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn start_merge_replicas(broker: &impl Kafka, dir: &Path, names: &[&str]) -> Vec<Replica> {
+    let replicas: Vec<Replica> = names
+        .iter()
+        .map(|name| {
+            let args = merge_tier_args(name);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Replica::start(broker, "listens", "tier", dir, name, &args)
+        })
+        .collect();
+    replicas
+}
+
+fn assigned(replicas: &[Replica]) -> f64 {
+    replicas
+        .iter()
+        .map(|r| r.metric("downbeat_kafka_assigned_partitions").max(0.0))
+        .sum()
+}
+
+/// The real Sparkify data, a random key per record over 8 partitions, in
+/// two halves; 3 replicas, each with its own directory (no shared
+/// filesystem: the state topic); one is killed with SIGKILL between the
+/// halves and comes back in its place later (static membership: tansu 0.6
+/// never expires a dead member, so a replica that stays dead keeps its
+/// partitions there; see the README). The merger's windows equal `replay`'s
+/// byte for byte, each once.
+#[test]
+fn a_merger_over_three_replicas_equals_replay_when_one_is_killed() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let input = common::eventsim_file(dir.path());
+    let (expected, _) = replay_of(&input, dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let (first, second) = all.split_at(all.len() / 2);
+    let first_half = dir.path().join("first.jsonl");
+    let second_half = dir.path().join("second.jsonl");
+    std::fs::write(&first_half, first.join("\n") + "\n").unwrap();
+    std::fs::write(&second_half, second.join("\n") + "\n").unwrap();
+
+    let broker = Broker::start();
+    broker.create_topic("listens", 8);
+    let (_merger, merged, port) = start_merger(&broker, dir.path(), "merger");
+    let mut replicas = start_merge_replicas(&broker, dir.path(), &["a", "b", "c"]);
+    wait_until(
+        Duration::from_secs(60),
+        "the replicas to split 8 partitions",
+        || assigned(&replicas) == 8.0 && replicas.iter().all(|r| r.ready()),
+    );
+    broker.produce_keyed("listens", &first_half, "random");
+    let events = |replicas: &[Replica]| -> f64 {
+        replicas
+            .iter()
+            .map(|r| r.metric("downbeat_events_total").max(0.0))
+            .sum()
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "the first half to be consumed",
+        || events(&replicas) == first.len() as f64,
+    );
+    replicas[2].kill_9();
+    broker.produce_keyed("listens", &second_half, "random");
+    std::thread::sleep(Duration::from_secs(2));
+    replicas.pop();
+    replicas.extend(start_merge_replicas(&broker, dir.path(), &["c"]));
+    let read = || std::fs::read_to_string(&merged).unwrap_or_default();
+    wait_until(Duration::from_secs(120), "every global window", || {
+        lines(&read()) >= lines(&expected)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_same_windows(&read(), &expected, "merged windows vs replay");
+    let metrics = get(port, "/metrics").unwrap().1;
+    for series in [
+        "downbeat_merge_records_total{outcome=\"late\"}",
+        "downbeat_merge_records_total{outcome=\"invalid\"}",
+    ] {
+        assert!(!metrics.contains(series), "{series} counted:\n{metrics}");
+    }
+    assert!(metrics.contains("downbeat_merge_source_partitions 8"));
+}
+
+/// Records without a key over 4 partitions, thousands of users a minute
+/// (sketches past 2,048 users), two replicas that start while the data is
+/// there (a rebalance mid-read): streams, breakdowns and the top K equal
+/// `replay`, active users within 2%. The merger killed with SIGKILL and
+/// started again writes the same windows; a broken partial is counted and
+/// kept aside, and does not stall it.
+#[test]
+fn a_merger_over_unkeyed_generated_events_is_exact_and_restarts_identically() {
+    let _serial = serial();
+    let dir = Scratch::new();
+    let config = dir.path().join("users.toml");
+    std::fs::write(&config, "[generator]\nusers = 20000\n").unwrap();
+    let input = dir.path().join("events.jsonl");
+    let events = stdout_of(
+        downbeat()
+            .arg("generate")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--count",
+                "120000",
+                "--rate",
+                "200",
+                "--start-ms",
+                "1700000000000",
+                "--seed",
+                "5",
+            ]),
+    );
+    std::fs::write(&input, events).unwrap();
+    let (expected, _) = replay_of(&input, dir.path());
+
+    let broker = Broker::start();
+    broker.create_topic("listens", 4);
+    broker.produce_keyed("listens", &input, "none");
+    let (first_merger, merged, _) = start_merger(&broker, dir.path(), "merger");
+    let replicas = start_merge_replicas(&broker, dir.path(), &["a", "b"]);
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    wait_until(Duration::from_secs(180), "every global window", || {
+        lines(&read(&merged)) >= lines(&expected)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(assigned(&replicas) == 4.0);
+    assert_close_windows(&read(&merged), &expected);
+
+    // A broken record and a partial of a future format on the topic.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"type\":\"partial\",\"version\":1}\nnot json\n").unwrap();
+    broker.produce_keyed("partials", &broken, "none");
+    drop(first_merger);
+    let rejects = dir.path().join("rejects.jsonl");
+    let (_second, again, port) = start_merger_with(
+        &broker,
+        dir.path(),
+        "merger-again",
+        &["--rejects".as_ref(), rejects.as_os_str()],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted merger's windows",
+        || lines(&read(&again)) >= lines(&expected),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_same_windows(&read(&again), &read(&merged), "restarted merger vs first");
+    let metrics = get(port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("downbeat_merge_records_total{outcome=\"invalid\"} 1")
+            || metrics.contains("downbeat_merge_records_total{outcome=\"undecodable\"} 2"),
+        "refusals counted:\n{metrics}"
+    );
+    assert_eq!(lines(&read(&rejects)), 2, "both kept aside");
+}
+
+/// `downbeat merge` reading `partials`, writing `name`, with extra flags.
+fn start_merger_with(
+    broker: &impl Kafka,
+    dir: &Path,
+    name: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (common::KillOnDrop, PathBuf, u16) {
+    let port = free_port();
+    let windows = dir.join(format!("{name}.windows.jsonl"));
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = downbeat()
+        .args(["merge", "--brokers", &broker.address()])
+        .args(["--partials-topic", "partials"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--emit-windows")
+        .arg(&windows)
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("DOWNBEAT_TEST_MERGER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let merger = common::KillOnDrop(child);
+    wait_until(Duration::from_secs(20), "the merger's /healthz", || {
+        matches!(get(port, "/healthz"), Ok((200, _)))
+    });
+    (merger, windows, port)
+}
+
+/// Every field equal but `active_users`, which is within 2%.
+fn assert_close_windows(got: &str, expected: &str) {
+    assert_eq!(lines(got), lines(expected), "window count");
+    let mut sketched = 0;
+    for (got, expected) in got.lines().zip(expected.lines()) {
+        let mut got: Value = serde_json::from_str(got).unwrap();
+        let mut expected: Value = serde_json::from_str(expected).unwrap();
+        let users = |w: &mut Value| w.as_object_mut().unwrap().remove("active_users").unwrap();
+        let (got_users, expected_users) = (
+            users(&mut got).as_f64().unwrap(),
+            users(&mut expected).as_f64().unwrap(),
+        );
+        assert_eq!(got, expected, "every field but active users");
+        let error = (got_users - expected_users).abs() / expected_users.max(1.0);
+        assert!(
+            error <= 0.02,
+            "active users {got_users} vs {expected_users}"
+        );
+        sketched += usize::from(expected_users > 2048.0);
+    }
+    assert!(sketched > 0, "some windows count users by sketch");
 }

@@ -522,6 +522,23 @@ impl WindowAggregator {
         self.partials = Some(partials);
     }
 
+    /// Every source added, with how far windows hold it (see
+    /// [`WindowAggregator::emitted_through`]).
+    pub fn sources_progress(&self) -> Vec<(SourceId, EventTimeMs)> {
+        let mut progress: Vec<(SourceId, EventTimeMs)> = self
+            .emitted_through_ms
+            .keys()
+            .map(|&source| (source, self.emitted_through(source)))
+            .collect();
+        progress.sort_unstable();
+        progress
+    }
+
+    /// True when partials are kept ([`AggregatorConfig::partials`]).
+    pub fn keeps_partials(&self) -> bool {
+        self.partials.is_some()
+    }
+
     /// The partials of the windows emitted since the last call (none unless
     /// [`AggregatorConfig::partials`]).
     pub fn take_partials(&mut self) -> Vec<Partial> {

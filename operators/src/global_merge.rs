@@ -25,16 +25,28 @@ use crate::window::{WindowId, WindowSpec};
 /// (end, window index, start): emission order.
 type WindowKey = (EventTimeMs, usize, EventTimeMs);
 
+/// One window's partials: per partition, its parts by number.
+type WindowPartials = BTreeMap<u32, BTreeMap<u32, Partial>>;
+
+/// True when every part of the partition's partial is in.
+fn whole(parts: &BTreeMap<u32, Partial>) -> bool {
+    parts
+        .values()
+        .next()
+        .is_some_and(|first| parts.len() == first.parts as usize)
+}
+
 /// Partials in, global windows out.
 pub struct GlobalMerge {
     windows: Vec<WindowSpec>,
     partitions: u32,
     top_k: usize,
-    pending: BTreeMap<WindowKey, BTreeMap<u32, Partial>>,
+    pending: BTreeMap<WindowKey, WindowPartials>,
     /// Per partition: every window ending at or before this is reported.
     progress: HashMap<u32, EventTimeMs>,
-    /// Windows ending at or before this were emitted.
-    emitted_through_ms: EventTimeMs,
+    /// The last window emitted: those before it in emission order are out
+    /// (several windows share an end: the order is end, window, start).
+    last_emitted: Option<WindowKey>,
 }
 
 impl GlobalMerge {
@@ -47,31 +59,42 @@ impl GlobalMerge {
             top_k,
             pending: BTreeMap::new(),
             progress: HashMap::new(),
-            emitted_through_ms: EventTimeMs::MIN,
+            last_emitted: None,
         }
     }
 
-    /// Take a partial. Refused when unreadable, for an unknown window or
-    /// partition; ignored (Ok(false)) when its window was already emitted.
+    /// Take a partial. Refused when unreadable or for an unknown window;
+    /// ignored (Ok(false)) when its window was already emitted.
     pub fn offer(&mut self, partial: Partial) -> Result<bool, PartialError> {
         partial.state()?;
-        if partial.partition >= self.partitions {
-            return Err(PartialError::Invalid("partition"));
-        }
+        // The partition count comes from progress records only: a window
+        // must not be complete because the partials seen so far name fewer.
         let width_ms = partial.end_ms - partial.start_ms;
         let index = self
             .windows
             .iter()
             .position(|spec| spec.kind() == partial.window && spec.width_ms() == width_ms)
             .ok_or(PartialError::Invalid("window"))?;
-        if partial.end_ms <= self.emitted_through_ms {
+        let key = (partial.end_ms, index, partial.start_ms);
+        if self.last_emitted.is_some_and(|last| key <= last) {
             return Ok(false);
         }
-        let key = (partial.end_ms, index, partial.start_ms);
-        self.pending
+        let parts = self
+            .pending
             .entry(key)
             .or_default()
-            .insert(partial.partition, partial);
+            .entry(partial.partition)
+            .or_default();
+        if parts
+            .values()
+            .next()
+            .is_some_and(|p| p.parts != partial.parts)
+        {
+            // Split differently: the content changed (it should not), the
+            // newest wins whole.
+            parts.clear();
+        }
+        parts.insert(partial.part, partial);
         Ok(true)
     }
 
@@ -84,19 +107,45 @@ impl GlobalMerge {
     /// Emit every complete window, in end order, into `out`. A window
     /// waits for the windows ending before it.
     pub fn emit_ready(&mut self, out: &mut Vec<WindowResult>) {
+        self.emit_ready_with_idle(|_| false, out);
+    }
+
+    /// [`GlobalMerge::emit_ready`], where the partitions `idle` accepts
+    /// (silent for the idle timeout: the idle rule) are waited for no more.
+    pub fn emit_ready_with_idle(
+        &mut self,
+        idle: impl Fn(u32) -> bool,
+        out: &mut Vec<WindowResult>,
+    ) {
+        if self.partitions == 0 {
+            // The input's partition count is not known yet.
+            return;
+        }
         while let Some((&key, partials)) = self.pending.first_key_value() {
             let (end_ms, _, _) = key;
             let complete = (0..self.partitions).all(|partition| {
-                partials.contains_key(&partition)
+                partials.get(&partition).is_some_and(whole)
                     || self.progress.get(&partition).is_some_and(|&p| p >= end_ms)
+                    || idle(partition)
             });
             if !complete {
                 return;
             }
             let partials = self.pending.pop_first().map(|(_, p)| p).unwrap_or_default();
             out.push(self.merge(key, &partials));
-            self.emitted_through_ms = self.emitted_through_ms.max(end_ms);
+            self.last_emitted = Some(key);
         }
+    }
+
+    /// The input now has `partitions` partitions (it may grow): windows
+    /// then wait for the new ones too.
+    pub fn set_partitions(&mut self, partitions: u32) {
+        self.partitions = self.partitions.max(partitions);
+    }
+
+    /// The partitions windows wait for.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     /// Windows waiting for partitions.
@@ -104,7 +153,7 @@ impl GlobalMerge {
         self.pending.len()
     }
 
-    fn merge(&self, key: WindowKey, partials: &BTreeMap<u32, Partial>) -> WindowResult {
+    fn merge(&self, key: WindowKey, partials: &WindowPartials) -> WindowResult {
         let (end_ms, index, start_ms) = key;
         let mut streams = 0;
         let mut undercount = 0;
@@ -112,7 +161,7 @@ impl GlobalMerge {
         let mut breakdown = Breakdown::default();
         let mut listening = DurationHistogram::default();
         let mut songs: HashMap<(&str, &str), u64> = HashMap::new();
-        for partial in partials.values() {
+        for partial in partials.values().flat_map(BTreeMap::values) {
             // Checked when offered.
             let Ok(state) = partial.state() else { continue };
             streams += state.streams;
@@ -167,6 +216,15 @@ mod tests {
     fn single_and_merged(
         all: &[(i64, u32, String, i64)],
     ) -> (Vec<WindowResult>, Vec<WindowResult>) {
+        single_and_merged_split(all, usize::MAX)
+    }
+
+    /// [`single_and_merged`], each partial split into parts of at most
+    /// `max_song_bytes` of songs.
+    fn single_and_merged_split(
+        all: &[(i64, u32, String, i64)],
+        max_song_bytes: usize,
+    ) -> (Vec<WindowResult>, Vec<WindowResult>) {
         let config = AggregatorConfig {
             partials: true,
             ..AggregatorConfig::default()
@@ -201,12 +259,15 @@ mod tests {
         let mut got = Vec::new();
         for (partition, agg) in parts.iter_mut().enumerate() {
             agg.flush(&mut Vec::new());
-            for partial in agg.take_partials() {
+            let partials = agg.take_partials().into_iter();
+            for partial in partials.flat_map(|p| p.split(max_song_bytes)) {
                 let json = serde_json::to_string(&partial).unwrap();
                 assert!(merge.offer(serde_json::from_str(&json).unwrap()).unwrap());
                 assert!(merge.offer(serde_json::from_str(&json).unwrap()).unwrap());
+                // Emitting as each arrives: a window emitted does not make
+                // the next one with the same end (another width) stale.
+                merge.emit_ready(&mut got);
             }
-            merge.emit_ready(&mut got);
             assert!(
                 got.is_empty() || partition == 4,
                 "waits for every partition"
@@ -225,6 +286,52 @@ mod tests {
         let (expected, got) = single_and_merged(&plays(3_000, 37));
         let json = |w: &[WindowResult]| serde_json::to_string(w).unwrap();
         assert_eq!(json(&got), json(&expected));
+    }
+
+    /// Partials split into parts of a few songs each merge to the same
+    /// records; a window waits for every part.
+    #[test]
+    fn split_partials_merge_to_the_same_records() {
+        let all = plays(3_000, 37);
+        let (expected, got) = single_and_merged_split(&all, 40);
+        let json = |w: &[WindowResult]| serde_json::to_string(w).unwrap();
+        assert_eq!(json(&got), json(&expected));
+
+        let mut agg = WindowAggregator::new(AggregatorConfig {
+            partials: true,
+            ..AggregatorConfig::default()
+        })
+        .unwrap();
+        agg.add_source(0, i64::MIN);
+        for (time_ms, _, song, user) in &all {
+            let song = agg.intern("A", song);
+            let play = Play {
+                time_ms: *time_ms,
+                user_hash: user_hash(user.to_string().as_bytes()),
+                song,
+                dims: Dimensions::default(),
+                duration_ms: None,
+            };
+            agg.insert_from(0, play).unwrap();
+        }
+        agg.flush(&mut Vec::new());
+        let first = agg.take_partials().remove(0);
+        let parts = first.clone().split(40);
+        assert!(parts.len() > 3, "13 songs in parts of 40 bytes");
+        let encoded = |parts: &[Partial]| serde_json::to_string(parts).unwrap();
+        assert_eq!(
+            encoded(&parts),
+            encoded(&first.clone().split(40)),
+            "deterministic"
+        );
+        let mut merge = GlobalMerge::new(AggregatorConfig::default().windows, 1, 10);
+        let mut out = Vec::new();
+        for part in parts.into_iter().rev() {
+            assert!(out.is_empty(), "emitted before its last part");
+            merge.offer(part).unwrap();
+            merge.emit_ready(&mut out);
+        }
+        assert_eq!(out.len(), 1);
     }
 
     /// Thousands of users a window (sketches): everything equal but active
@@ -248,8 +355,8 @@ mod tests {
         assert_eq!(json(&got), json(&expected));
     }
 
-    /// A partial of another version, for an unknown partition or window, or
-    /// with a broken part is refused; one for an emitted window is ignored.
+    /// A partial of another version, for an unknown window, or with a
+    /// broken part is refused; one for an emitted window is ignored.
     #[test]
     fn bad_and_stale_partials_are_refused_or_ignored() {
         let mut agg = WindowAggregator::new(AggregatorConfig {
@@ -273,12 +380,6 @@ mod tests {
         let mut other_version = partial.clone();
         other_version.version = 2;
         assert_eq!(merge.offer(other_version), Err(PartialError::Version(2)));
-        let mut unknown = partial.clone();
-        unknown.partition = 2;
-        assert_eq!(
-            merge.offer(unknown),
-            Err(PartialError::Invalid("partition"))
-        );
         let mut wide = partial.clone();
         wide.start_ms -= 1;
         assert_eq!(merge.offer(wide), Err(PartialError::Invalid("window")));

@@ -36,6 +36,12 @@ pub struct Partial {
     pub end_ms: EventTimeMs,
     /// The input partition.
     pub partition: u32,
+    /// This record's part of the partial, from 0 (see [`Partial::split`]).
+    #[serde(default)]
+    pub part: u32,
+    /// How many parts the partial was split into (1: whole).
+    #[serde(default = "one")]
+    pub parts: u32,
     /// Streams.
     pub streams: u64,
     /// Every song: (artist, song, streams), by artist then song.
@@ -51,6 +57,13 @@ pub struct Partial {
     /// The listening times.
     pub listening: DurationState,
 }
+
+fn one() -> u32 {
+    1
+}
+
+/// Bytes a song takes in a partial's JSON besides its names.
+const SONG_OVERHEAD_BYTES: usize = 16;
 
 /// Why a partial could not be used.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -100,6 +113,8 @@ impl Partial {
             start_ms,
             end_ms,
             partition,
+            part: 0,
+            parts: 1,
             streams: state.streams(),
             songs,
             songs_max_undercount: state.song_summary().max_undercount(),
@@ -107,6 +122,51 @@ impl Partial {
             breakdown: state.breakdown().to_state(),
             listening: state.durations().to_state(),
         }
+    }
+
+    /// Split into parts whose songs take at most about `max_song_bytes` of
+    /// JSON each, so every record stays within a broker's message size
+    /// (Kafka's default is 1 MB). Part 0 carries the whole state and the
+    /// first songs; the others only songs. The split depends on the content
+    /// alone, so a re-publication gives the same parts.
+    pub fn split(mut self, max_song_bytes: usize) -> Vec<Partial> {
+        let mut chunks: Vec<Vec<(String, String, u64)>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for song in std::mem::take(&mut self.songs) {
+            let size = song.0.len() + song.1.len() + SONG_OVERHEAD_BYTES;
+            let current = chunks.last().map_or(0, Vec::len);
+            if current > 0 && bytes + size > max_song_bytes {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            chunks.last_mut().expect("one chunk at least").push(song);
+        }
+        let parts = chunks.len() as u32;
+        let mut out = Vec::with_capacity(chunks.len());
+        for (part, songs) in chunks.into_iter().enumerate() {
+            let record = if part == 0 {
+                Partial {
+                    parts,
+                    songs,
+                    ..self.clone()
+                }
+            } else {
+                Partial {
+                    part: part as u32,
+                    parts,
+                    streams: 0,
+                    songs,
+                    songs_max_undercount: 0,
+                    users: DistinctUsers::default().to_state(),
+                    breakdown: Breakdown::default().to_state(),
+                    listening: DurationHistogram::default().to_state(),
+                    ..self.clone()
+                }
+            };
+            out.push(record);
+        }
+        out
     }
 
     /// Check the version and every part.
@@ -117,8 +177,12 @@ impl Partial {
         if self.end_ms <= self.start_ms {
             return Err(PartialError::Invalid("window"));
         }
+        if self.parts == 0 || self.part >= self.parts {
+            return Err(PartialError::Invalid("part"));
+        }
         let songs_streams: u64 = self.songs.iter().map(|(_, _, n)| n).sum();
-        if songs_streams > self.streams {
+        // A split partial's songs are spread over its parts.
+        if self.parts == 1 && songs_streams > self.streams {
             return Err(PartialError::Invalid("song counts"));
         }
         Ok(PartialState {

@@ -1,5 +1,5 @@
 //! `downbeat produce`: fill a topic from the built-in generator or a file,
-//! keyed by userId, so the whole pipeline can be demonstrated and
+//! keyed by userId (or a random key, or none: `--key`), so the whole pipeline can be demonstrated and
 //! load-tested without other tools.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
@@ -38,6 +38,22 @@ pub struct ProduceSettings {
     pub properties: Vec<(String, String)>,
     /// The generator's settings (seed, catalogue).
     pub generator: GeneratorConfig,
+    /// How records are keyed.
+    pub key: KeyBy,
+}
+
+/// How `produce` keys its records (and so spreads them over partitions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyBy {
+    /// The record's userId: a user's plays stay in one partition.
+    #[default]
+    User,
+    /// A pseudo-random key per record (the same for a record's index on
+    /// every run): a user's plays spread over every partition, as with most
+    /// producers.
+    Random,
+    /// No key: the producer's partitioner spreads them.
+    None,
 }
 
 /// Printed at the end, on stderr.
@@ -49,7 +65,7 @@ pub struct ProduceSummary {
     pub delivered: u64,
     /// Records that failed delivery.
     pub failed: u64,
-    /// Lines produced without a key (no userId found).
+    /// Records produced without a key (`--key none`, or no userId found).
     pub unkeyed: u64,
     /// Wall time, seconds.
     pub seconds: f64,
@@ -106,6 +122,20 @@ struct Sender {
     summary: ProduceSummary,
     bar: Option<ProgressBar>,
     started: Instant,
+    key_by: KeyBy,
+}
+
+/// SplitMix64: a well-spread key from a record's index.
+fn random_key(index: u64) -> [u8; 16] {
+    let mut z = index.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = b"0123456789abcdef"[((z >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    key
 }
 
 impl Sender {
@@ -113,7 +143,15 @@ impl Sender {
         if line.is_empty() {
             return Ok(());
         }
-        let key = user_key(line);
+        let random;
+        let key = match self.key_by {
+            KeyBy::User => user_key(line),
+            KeyBy::Random => {
+                random = random_key(self.summary.records);
+                Some(&random[..])
+            }
+            KeyBy::None => None,
+        };
         if key.is_none() {
             self.summary.unkeyed += 1;
         }
@@ -174,6 +212,7 @@ pub fn produce(settings: ProduceSettings) -> anyhow::Result<ProduceSummary> {
         summary: ProduceSummary::default(),
         bar,
         started: Instant::now(),
+        key_by: settings.key,
     };
     match settings.input.as_deref() {
         Some(path) => {

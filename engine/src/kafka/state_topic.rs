@@ -183,10 +183,36 @@ impl StateTopic {
 }
 
 /// Create `topic` with one compacted partition, unless it exists.
-fn create_compacted(base: &ClientConfig, topic: &str) -> Result<(), rdkafka::error::KafkaError> {
+pub fn create_compacted(
+    base: &ClientConfig,
+    topic: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    create_topic(base, topic, &[("cleanup.policy", "compact")])
+}
+
+/// Create `topic` with one partition and the `settings`, unless it exists.
+pub fn create_topic(
+    base: &ClientConfig,
+    topic: &str,
+    settings: &[(&str, &str)],
+) -> Result<(), rdkafka::error::KafkaError> {
     let admin: AdminClient<DefaultClientContext> = base.create()?;
-    let new_topic =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    // An existing topic needs no admin rights (nor a broker that serves
+    // CreateTopics): look first.
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    if metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
+    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
+    for (key, value) in settings {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -197,7 +223,7 @@ fn create_compacted(base: &ClientConfig, topic: &str) -> Result<(), rdkafka::err
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                tracing::warn!(topic = %name, ?code, "could not create the state topic; using it as it is");
+                tracing::warn!(topic = %name, ?code, "could not create the topic; using it as it is");
             }
         }
     }

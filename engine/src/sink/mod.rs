@@ -5,10 +5,13 @@
 pub mod api;
 pub mod emit;
 pub mod metrics;
+pub mod partials;
 
 use std::io;
 
-use downbeat_operators::{Trending, WindowResult};
+use downbeat_operators::{Partial, Trending, WindowResult};
+
+use crate::pipeline::InputProgress;
 
 /// A closed window as the sinks see it.
 pub struct ClosedWindow<'a> {
@@ -37,6 +40,17 @@ pub trait Sink {
 
     /// The latest tumbling window was scored for trending songs.
     fn trending(&mut self, _trending: &TrendingWindow<'_>) {}
+
+    /// Partial windows of each input closed (the merge tier's input), and
+    /// each input's progress (one of `inputs`).
+    fn partials(
+        &mut self,
+        _partials: &[Partial],
+        _progress: &[InputProgress],
+        _inputs: usize,
+    ) -> io::Result<()> {
+        Ok(())
+    }
 
     /// The windows of one close are all out: flush.
     fn flush(&mut self) -> io::Result<()> {

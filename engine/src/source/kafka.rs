@@ -29,6 +29,8 @@ use downbeat_operators::Verdict;
 
 /// The consumer, the group state machine, and what they report.
 pub struct KafkaSource {
+    /// Set when a sink's output could not be made durable: the source stops.
+    not_durable: Option<String>,
     consumer: BaseConsumer<ClientCallbacks>,
     events: Arc<Mutex<Vec<ClientEvent>>>,
     closing: Arc<AtomicBool>,
@@ -103,6 +105,7 @@ impl KafkaSource {
         consumer.subscribe(&[&kafka.topic])?;
         let carried = recovery.own.into_iter().flat_map(|own| own.partitions);
         Ok(Self {
+            not_durable: None,
             consumer,
             events,
             closing,
@@ -342,6 +345,14 @@ impl KafkaSource {
     /// offsets are stored.
     fn checkpoint(&mut self, ingest: &mut dyn Ingest) {
         let persisted = ingest.persist();
+        if let Some(why) = persisted.failed {
+            // The sinks' output is not all durable (a partial the broker
+            // did not take): no checkpoint may cover it. Stop; the restart
+            // resumes from the last checkpoint and publishes it again.
+            self.kafka_metrics.checkpoint(false);
+            self.not_durable.get_or_insert(why);
+            return;
+        }
         let pipeline = ingest.pipeline();
         let pending = self.group.checkpoint(
             |p| pipeline.emitted_through(p as u32),
@@ -431,8 +442,14 @@ impl KafkaSource {
             max_event_ms: self.group.max_event_ms(),
             watermark_ms: watermark,
         });
+        let idle = self.group.idle_caught_up(now);
         for progress in self.group.partition_progress() {
             let partition = progress.partition;
+            ingest.pipeline().note_input_progress(
+                partition as u32,
+                progress.watermark_ms,
+                idle.contains(&partition),
+            );
             self.kafka_metrics.set_partition_progress(
                 partition,
                 progress.next_offset,
@@ -453,6 +470,9 @@ impl KafkaSource {
 
 impl Source for KafkaSource {
     fn pump(&mut self, timeout: Duration, ingest: &mut dyn Ingest) -> Result<Pumped, SourceError> {
+        if let Some(why) = self.not_durable.take() {
+            return Err(SourceError::NotDurable(why));
+        }
         let polled = self.consumer.poll(timeout);
         let started = Instant::now();
         let pumped = match polled {

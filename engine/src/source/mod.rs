@@ -11,6 +11,7 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod paced;
+pub mod partials;
 pub mod spike;
 pub mod threaded;
 
@@ -66,6 +67,9 @@ pub struct Persisted {
     pub emitted_bytes: Option<u64>,
     /// The counters, `name` or `name{label}` to value.
     pub counters: BTreeMap<String, u64>,
+    /// A sink could not make its output durable (why): a checkpoint must not
+    /// cover it.
+    pub failed: Option<String>,
 }
 
 /// What a source may ask of the driver.
@@ -94,6 +98,12 @@ pub enum SourceError {
         /// Why.
         source: std::io::Error,
     },
+    /// A sink's output could not be made durable, so no checkpoint may pass
+    /// it: restarting resumes from the last checkpoint and publishes again.
+    #[error(
+        "cannot make the output durable ({0}); restart to publish again from the last checkpoint"
+    )]
+    NotDurable(String),
 }
 
 /// An input of listen events.
