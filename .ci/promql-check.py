@@ -9,7 +9,10 @@ Three engines feed it, so every panel has something to show:
          whose last minutes hold an injected spike (trending series, the
          viral alert);
   kafka  `downbeat run --source kafka` on a tansu broker fed by
-         `downbeat produce` (consumer lag, partitions, offsets).
+         `downbeat produce` (consumer lag, partitions, offsets), publishing
+         its partial windows to a partials topic;
+and `downbeat merge` over that topic, scraped as job `downbeat-merge`, whose
+global windows the board's window panels show when a merger is scraped.
 
 Checks:
   0. each engine's /metrics passes `promtool check metrics`;
@@ -204,7 +207,7 @@ def main():
 
 
 def run_check(binary, work, processes):
-    ports = {name: free_port() for name in ("live", "spike", "kafka", "broker", "prometheus")}
+    ports = {name: free_port() for name in ("live", "spike", "kafka", "merge", "broker", "prometheus")}
     listen = lambda name: ["--listen", f"127.0.0.1:{ports[name]}"]
 
     # live: the generator, paced.
@@ -235,7 +238,10 @@ def run_check(binary, work, processes):
     os.makedirs(checkpoints)
     start(processes, work, "kafka", [
         binary, "run", "--brokers", broker, "--topic", "listen_events", "--group", "promql-check",
-        "--checkpoint-dir", checkpoints, "--replica-id", "ci-0", *listen("kafka")])
+        "--checkpoint-dir", checkpoints, "--replica-id", "ci-0", "--partials-topic", "partials",
+        *listen("kafka")])
+    start(processes, work, "merge", [
+        binary, "merge", "--brokers", broker, "--partials-topic", "partials", *listen("merge")])
 
     # Prometheus scrapes all three every second and evaluates the rules.
     rules_copy = os.path.join(work, "downbeat-rules.yml")
@@ -246,6 +252,9 @@ def run_check(binary, work, processes):
         "scrape_configs": [{
             "job_name": "downbeat",
             "static_configs": [{"targets": [f"127.0.0.1:{ports[n]}" for n in ("live", "spike", "kafka")]}],
+        }, {
+            "job_name": "downbeat-merge",
+            "static_configs": [{"targets": [f"127.0.0.1:{ports['merge']}"]}],
         }],
     }
     config_path = os.path.join(work, "prometheus.yml")
@@ -262,7 +271,10 @@ def run_check(binary, work, processes):
     def all_have(metric):
         status, result = query(prometheus, f"count by (instance) ({metric})")
         return status == "ok" and len(result) == 3
-    wait_for("windows closed on all three engines", 150, lambda: all_have('downbeat_window_streams{window="1m"}'))
+    wait_for("windows closed on all three engines", 150,
+             lambda: all_have('downbeat_window_streams{window="1m", job="downbeat"}'))
+    wait_for("the merger's global windows", 90,
+             lambda: query(prometheus, 'downbeat_window_streams{window="1m", job="downbeat-merge"}')[1])
     wait_for("the spike trending", 60, lambda: query(prometheus, "downbeat_trending_song_ratio")[1])
     wait_for("Kafka lag series", 60, lambda: query(prometheus, "downbeat_kafka_consumer_lag_records")[1])
     time.sleep(5)  # a few more scrapes, so rate() over 1m has points on every series
@@ -270,7 +282,7 @@ def run_check(binary, work, processes):
     failures = []
     # The exposition itself passes Prometheus's own linter (names, units,
     # HELP and TYPE), for every source.
-    for name in ("live", "spike", "kafka"):
+    for name in ("live", "spike", "kafka", "merge"):
         _, exposition = http_get(f"http://127.0.0.1:{ports[name]}/metrics")
         lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                               capture_output=True, text=True)
@@ -326,6 +338,16 @@ def run_check(binary, work, processes):
         if status != "ok" or not result:
             failures.append(f"metric {name} (read by the board or a rule) has no series")
 
+    # With a merger scraped, the board's window panels show its global
+    # windows, not the replicas' sum.
+    per_minute = next(expr for where, expr in panels if where == "panel 'Streams per minute'")
+    merged = 'max(downbeat_window_streams{window="1m", job="downbeat-merge"})'
+    status, difference = query(prometheus, f"({substitute(per_minute)}) - on () {merged}")
+    if status != "ok" or not difference or float(difference[0]["value"][1]) != 0:
+        parts = {e: query(prometheus, e)[1] for e in (
+            merged, "count(downbeat_merge_source_partitions)",
+            'sum(downbeat_window_streams{window="1m", job!="downbeat-merge"})', substitute(per_minute))}
+        failures.append(f"panel 'Streams per minute' minus the merger's value: {difference}; {parts}")
     print(f"{checked} expressions run ({len(panels)} on the board, {len(variables)} for its "
           f"variables, {len(rules)} in the rules); "
           f"{len(names_read)} metric names checked")

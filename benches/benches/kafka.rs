@@ -8,63 +8,15 @@
 //! backlog (default 1,000,000).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
-use downbeat_benches::downbeat_binary;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn metrics(port: u16) -> BTreeMap<String, f64> {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return BTreeMap::new();
-    };
-    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| l.starts_with("downbeat_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(port: u16, key: &str) -> f64 {
-    metrics(port).get(key).copied().unwrap_or(0.0)
-}
-
-fn create_topic(port: u16, name: &str) {
-    let status = Command::new("tansu")
-        .args(["topic", "create", name, "--partitions", "4"])
-        .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use downbeat_benches::{create_topic, downbeat_binary, free_port, metric, metrics, tansu, Killed};
 
 /// Events per second a bare consumer reads, first record to last.
 fn bare_consumer(brokers: &str, topic: &str, events: u64) -> f64 {
@@ -145,23 +97,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let bin = downbeat_binary();
     let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let _broker = Killed(
-        Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let _broker = tansu(port);
     let brokers = format!("127.0.0.1:{port}");
     let ours = backlog(&bin, port, &brokers, events);
     live(&bin, port, &brokers, ours);
@@ -169,7 +105,7 @@ fn main() {
 
 /// Throughput on a backlog, against a bare consumer; returns ours.
 fn backlog(bin: &Path, port: u16, brokers: &str, events: u64) -> f64 {
-    create_topic(port, "backlog");
+    create_topic(port, "backlog", 4);
     let produced = Command::new(bin)
         .args(["produce", "--brokers", brokers, "--topic", "backlog"])
         .args([
@@ -200,7 +136,7 @@ fn backlog(bin: &Path, port: u16, brokers: &str, events: u64) -> f64 {
 /// Latency at half the measured rate, events stamped with the wall clock.
 fn live(bin: &Path, port: u16, brokers: &str, ours: f64) {
     let rate = (ours / 2.0).round();
-    create_topic(port, "live");
+    create_topic(port, "live", 4);
     let engine_port = free_port();
     let _engine = Killed(
         Command::new(bin)

@@ -836,10 +836,13 @@ impl Pipeline {
                     _ if mark.idle => i64::MIN,
                     _ => return None,
                 };
+                // Idle only once every window holding the input's plays is
+                // out: a sliding window reaches `max_width` past its last play.
+                let idle = mark.idle && !self.aggregator.has_open_windows(input);
                 Some(InputProgress {
                     input,
                     through_ms,
-                    idle: mark.idle,
+                    idle,
                 })
             })
             .collect();

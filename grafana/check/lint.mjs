@@ -269,6 +269,10 @@ const RULES = {
       for (const t of p.targets ?? []) {
         if (typeof t.expr !== 'string') continue;
         for (const { metric, matchers } of selectors(t.expr)) {
+          // The merge tier's series (job downbeat-merge) are global: no
+          // replica to filter by.
+          if (matchers.replace(/\s+/g, '').includes('job="downbeat-merge"')) continue;
+          if (metric === 'downbeat_merge_source_partitions') continue;
           for (const f of FILTERS) {
             if (!f.applies(metric)) continue;
             const want = `${f.label}=~"$${f.variable}"`;

@@ -534,6 +534,15 @@ impl WindowAggregator {
         progress
     }
 
+    /// True while `source` has a pane in a window not yet emitted for it:
+    /// its input may be over, but its windows are not.
+    pub fn has_open_windows(&self, source: SourceId) -> bool {
+        let emitted = self.emitted_through(source);
+        self.panes
+            .keys()
+            .any(|&(start, s)| s == source && start.saturating_add(self.max_width_ms) > emitted)
+    }
+
     /// True when partials are kept ([`AggregatorConfig::partials`]).
     pub fn keeps_partials(&self) -> bool {
         self.partials.is_some()
@@ -693,6 +702,31 @@ mod tests {
             dims: Dimensions::default(),
             duration_ms: None,
         }
+    }
+
+    /// A source whose plays ended still has open windows until the last
+    /// sliding window holding them is emitted (ten minutes on).
+    #[test]
+    fn a_source_has_open_windows_until_its_last_window_is_out() {
+        let mut agg = WindowAggregator::new(AggregatorConfig::default()).unwrap();
+        agg.add_source(7, i64::MIN);
+        assert!(!agg.has_open_windows(7), "nothing counted yet");
+        let s = stream(&mut agg, 61_000, "u1", "a");
+        agg.insert_from(7, s).unwrap();
+        let mut out = Vec::new();
+        agg.advance(120_000, &mut out);
+        assert_eq!(out.len(), 2, "the minute's windows are out");
+        assert!(
+            agg.has_open_windows(7),
+            "sliding windows still hold the play"
+        );
+        agg.advance(659_999, &mut out);
+        assert!(agg.has_open_windows(7));
+        agg.advance(660_000, &mut out);
+        assert!(
+            !agg.has_open_windows(7),
+            "the last sliding window ended at 11 min"
+        );
     }
 
     #[test]
