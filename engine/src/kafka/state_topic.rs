@@ -229,3 +229,18 @@ pub fn create_topic(
     }
     Ok(())
 }
+
+/// The number of partitions of `topic` (at least 1).
+pub fn topic_partition_count(
+    base: &ClientConfig,
+    topic: &str,
+) -> Result<u32, rdkafka::error::KafkaError> {
+    let consumer: rdkafka::consumer::BaseConsumer = base.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
+}

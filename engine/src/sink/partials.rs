@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ClosedWindow, Sink};
 use crate::config::KafkaConfig;
-use crate::kafka::state_topic::create_topic;
+use crate::kafka::state_topic::{create_topic, topic_partition_count};
 use crate::output::now_ms;
 use crate::pipeline::InputProgress;
 
@@ -102,12 +102,16 @@ pub struct PartialsSink {
     producer: BaseProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     topic: String,
+    /// Partitions of the partials topic: a source partition's records all
+    /// go to one of them (`partition % count`), in order.
+    topic_partitions: u32,
     /// Progress last published, per partition, and when.
     sent: HashMap<u32, (InputProgress, u32, i64)>,
 }
 
 impl PartialsSink {
-    /// Open `kafka.partials_topic` (created compacted, one partition, if missing).
+    /// Open `kafka.partials_topic` (created compacted, one partition, if
+    /// missing; an existing topic may have more).
     pub fn open(kafka: &KafkaConfig) -> anyhow::Result<Self> {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &kafka.brokers);
@@ -122,6 +126,7 @@ impl PartialsSink {
             ("retention.ms", retention_ms.as_str()),
         ];
         create_topic(&base, &kafka.partials_topic, &settings)?;
+        let topic_partitions = topic_partition_count(&base, &kafka.partials_topic)?;
         let deliveries = Arc::new(Deliveries::default());
         let producer = base
             .set("client.id", "downbeat-partials")
@@ -133,14 +138,20 @@ impl PartialsSink {
             producer,
             deliveries,
             topic: kafka.partials_topic.clone(),
+            topic_partitions,
             sent: HashMap::new(),
         })
     }
 
-    fn send(&self, key: &str, record: &PartialsRecord) -> io::Result<()> {
+    /// Send one record of source partition `source` (keys stay unique per
+    /// window for compaction; the partition is chosen, not hashed, so a
+    /// source partition's records keep their order).
+    fn send(&self, source: u32, key: &str, record: &PartialsRecord) -> io::Result<()> {
         let value = serde_json::to_vec(record).expect("partials serialize");
+        let partition = i32::try_from(source % self.topic_partitions.max(1)).unwrap_or(0);
         let mut pending = BaseRecord::<str, [u8]>::to(&self.topic)
             .key(key)
+            .partition(partition)
             .payload(&value);
         loop {
             match self.producer.send(pending) {
@@ -180,7 +191,8 @@ impl Sink for PartialsSink {
                     part.part
                 );
                 tracing::debug!(%key, streams = part.streams, "partial sent");
-                self.send(&key, &PartialsRecord::Partial(Box::new(part)))?;
+                let source = part.partition;
+                self.send(source, &key, &PartialsRecord::Partial(Box::new(part)))?;
             }
         }
         let partitions = u32::try_from(inputs).unwrap_or(u32::MAX);
@@ -200,7 +212,7 @@ impl Sink for PartialsSink {
                 at_ms: now,
             };
             tracing::debug!(?input, partitions, "progress sent");
-            self.send(&format!("progress/{}", input.input), &record)?;
+            self.send(input.input, &format!("progress/{}", input.input), &record)?;
             self.sent.insert(input.input, (input, partitions, now));
         }
         self.producer.poll(Duration::ZERO);

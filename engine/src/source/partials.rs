@@ -1,6 +1,8 @@
-//! The merge tier's input: the partials topic, read from its start (it is
-//! compacted, and merging is deterministic, so a restarted merger emits
-//! every window again, identically), into [`GlobalMerge`].
+//! The merge tier's input: the partials topic, every partition of it, read
+//! from its start (it is compacted, and merging is deterministic, so a
+//! restarted merger emits every window again, identically), into
+//! [`GlobalMerge`]. A source partition's records are all in one partition
+//! of the topic, in order; across them order does not matter.
 //!
 //! A window waits for every partition of the source topic: for its partial,
 //! for progress past the window, or for the partition to be idle. A replica
@@ -24,6 +26,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::{Ingest, Pumped, Source, SourceError};
 use crate::config::KafkaConfig;
+use crate::kafka::state_topic::topic_partition_count;
 use crate::output::now_ms;
 use crate::sink::partials::PartialsRecord;
 
@@ -158,9 +161,13 @@ impl PartialsSource {
         for (key, value) in &kafka.properties {
             config.set(key, value);
         }
+        let partitions = topic_partition_count(&config, &kafka.partials_topic)?;
         let consumer: BaseConsumer = config.create()?;
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&kafka.partials_topic, 0, Offset::Beginning)?;
+        for partition in 0..partitions {
+            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+            assignment.add_partition_offset(&kafka.partials_topic, partition, Offset::Beginning)?;
+        }
         consumer.assign(&assignment)?;
         Ok(Self {
             consumer,
