@@ -13,7 +13,8 @@
 //!
 //! `cargo bench -p downbeat-benches --bench merge` (needs `tansu` on PATH;
 //! builds the release binary first). DOWNBEAT_BENCH_MERGE_EVENTS sets the
-//! backlog (default 600,000 at 2,000 events per second of event time).
+//! backlog (default 600,000 at 2,000 events per second of event time),
+//! DOWNBEAT_BENCH_MERGE_LIVE_SECS the live run (default 200).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -146,8 +147,9 @@ fn replica_tier(bin: &Path, brokers: &str, replicas: usize, events: u64) -> f64 
     }
 }
 
-/// A merger started on a full partials topic: records/s and windows/s until
-/// it has read everything and nothing waits.
+/// A merger started on a full partials topic: records/s and windows/s from
+/// its first record read to the last (process start excluded), until it has
+/// read everything and nothing waits.
 fn merger_rebuild(bin: &Path, brokers: &str, partials: &str) {
     let port = free_port();
     let _merger = Killed(
@@ -159,37 +161,33 @@ fn merger_rebuild(bin: &Path, brokers: &str, partials: &str) {
             .spawn()
             .unwrap(),
     );
-    let started = Instant::now();
-    let read = |m: &BTreeMap<String, f64>| -> f64 {
+    let sum = |m: &BTreeMap<String, f64>, prefix: &str| -> f64 {
         m.iter()
-            .filter(|(k, _)| k.starts_with("downbeat_merge_records_total"))
+            .filter(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
             .sum()
     };
-    let windows = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter()
-            .filter(|(k, _)| k.starts_with("downbeat_windows_emitted_total"))
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let (mut last, mut still_since) = (-1.0, Instant::now());
+    let mut first_at = None;
+    let (mut last, mut last_change) = (0.0, Instant::now());
     loop {
         let m = metrics(port);
-        let now = read(&m);
-        if now > 0.0 && now == last && still_since.elapsed() > Duration::from_secs(2) {
-            let seconds = (still_since - started).as_secs_f64();
+        let read = sum(&m, "downbeat_merge_records_total");
+        if read > 0.0 && first_at.is_none() {
+            first_at = Some(Instant::now());
+        }
+        if read != last {
+            (last, last_change) = (read, Instant::now());
+        } else if read > 0.0 && last_change.elapsed() > Duration::from_secs(3) {
+            let seconds = (last_change - first_at.unwrap()).as_secs_f64().max(0.02);
+            let windows = sum(&m, "downbeat_windows_emitted_total");
             println!(
-                "merger rebuild: {now:.0} records in {seconds:.2} s = {:.0} records/s, {:.0} global windows = {:.0} windows/s (process start included)",
-                now / seconds,
-                windows(&m),
-                windows(&m) / seconds
+                "merger rebuild: {read:.0} records in {seconds:.2} s from the first read = {:.0} records/s; {windows:.0} global windows = {:.0} windows/s",
+                read / seconds,
+                windows / seconds
             );
             return;
         }
-        if now != last {
-            (last, still_since) = (now, Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
