@@ -291,7 +291,8 @@ impl Ingest for Driver {
 }
 
 impl Driver {
-    /// The trend detector scored a tumbling window: to the sinks.
+    /// Partial windows closed since the last publish, and each input's
+    /// progress: to the sinks (the partials topic).
     fn publish_partials(&mut self) {
         if !self.pipeline.keeps_partials() {
             return;
@@ -307,6 +308,7 @@ impl Driver {
         }
     }
 
+    /// The trend detector scored a tumbling window: to the sinks.
     fn publish_trending(&mut self) {
         let Some(trending) = self.pipeline.take_trending() else {
             return;
