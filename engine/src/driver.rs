@@ -268,11 +268,19 @@ impl Ingest for Driver {
             emitted_bytes: None,
             counters: self.metrics.counter_snapshot(),
             failed: None,
+            pending: None,
         };
         for index in 0..self.sinks.len() {
             match self.sinks[index].persist() {
                 Ok(Some(bytes)) => persisted.emitted_bytes = Some(bytes),
                 Ok(None) => {}
+                // Slow, not lost: the producer keeps retrying until its own
+                // delivery timeout, which reports a failure if it comes.
+                Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                    let name = self.sinks[index].name();
+                    tracing::warn!(%error, sink = name, "output not yet acknowledged; checkpoint deferred");
+                    persisted.pending = Some(format!("{name}: {error}"));
+                }
                 Err(error) => {
                     let name = self.sinks[index].name();
                     persisted.failed = Some(format!("{name}: {error}"));

@@ -937,13 +937,10 @@ fn assigned(replicas: &[Replica]) -> f64 {
 /// byte, each once. On librdkafka's mock cluster: tansu 0.6 never expires
 /// the dead member, so its partitions would stay with it.
 ///
-/// Ignored in CI for now: it passed in 6 of 7 runs, but one clean-clone CI
-/// run timed out waiting for the first half (cause not found yet; suspect:
-/// a checkpoint flush past 10 s on the debug-built in-process mock stops a
-/// replica). Run it with `cargo test -p downbeat-engine --test kafka --
-/// --ignored a_merger_over_three_replicas_equals_replay_when_one_dies`.
+/// (It once timed out in CI: rdkafka's `flush` gave up on the partials
+/// after about a second, not ten, which stopped a replica as not durable;
+/// see `kafka::acknowledged`.)
 #[test]
-#[ignore = "timed out once in CI on the debug-built mock cluster; see the doc comment"]
 fn a_merger_over_three_replicas_equals_replay_when_one_dies() {
     let _serial = serial();
     let dir = Scratch::new();

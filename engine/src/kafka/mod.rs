@@ -3,6 +3,7 @@
 //! `source::kafka`. See the README's "Kafka: delivery, recovery and
 //! scale-out" for the design.
 
+pub mod acknowledged;
 pub mod checkpoint;
 pub mod client;
 pub mod group;

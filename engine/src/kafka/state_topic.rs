@@ -18,11 +18,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use thiserror::Error;
 
+use super::acknowledged::{AcknowledgedProducer, Unacknowledged};
 use super::partition::PartitionCheckpoint;
 use crate::config::KafkaConfig;
 
@@ -43,7 +44,15 @@ pub enum StateTopicError {
         /// The client's error.
         source: rdkafka::error::KafkaError,
     },
-    /// The broker did not acknowledge or answer in time.
+    /// The checkpoint records are not all acknowledged (slow or lost).
+    #[error("state topic {topic}: {source}")]
+    Unacknowledged {
+        /// The state topic.
+        topic: String,
+        /// What is missing.
+        source: Unacknowledged,
+    },
+    /// The broker did not answer in time.
     #[error("state topic {topic}: no answer within {seconds} s")]
     Timeout {
         /// The state topic.
@@ -57,7 +66,7 @@ pub enum StateTopicError {
 pub struct StateTopic {
     topic: String,
     key_prefix: String,
-    producer: BaseProducer,
+    producer: AcknowledgedProducer,
     reader_config: ClientConfig,
 }
 
@@ -75,13 +84,7 @@ impl StateTopic {
             base.set(key, value);
         }
         create_compacted(&base, &topic).map_err(kafka_error)?;
-        let producer: BaseProducer = base
-            .clone()
-            .set("client.id", "downbeat-state")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "0")
-            .create()
+        let producer = AcknowledgedProducer::create(&base, "downbeat-state", 0, "checkpoints")
             .map_err(kafka_error)?;
         let mut reader_config = base;
         reader_config
@@ -105,13 +108,16 @@ impl StateTopic {
             let record = BaseRecord::<str, [u8]>::to(&self.topic)
                 .key(&key)
                 .payload(&value);
-            if let Err((source, _)) = self.producer.send(record) {
-                return Err(self.error(source));
-            }
+            self.producer
+                .send(record)
+                .map_err(|source| self.error(source))?;
         }
         self.producer
-            .flush(PUBLISH_TIMEOUT)
-            .map_err(|source| self.error(source))
+            .wait(PUBLISH_TIMEOUT)
+            .map_err(|source| StateTopicError::Unacknowledged {
+                topic: self.topic.clone(),
+                source,
+            })
     }
 
     /// The newest checkpoint of each partition of this group's topic.

@@ -19,19 +19,16 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use downbeat_operators::Partial;
 use rdkafka::config::ClientConfig;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::producer::BaseRecord;
 use serde::{Deserialize, Serialize};
 
 use super::{ClosedWindow, Sink};
 use crate::config::KafkaConfig;
+use crate::kafka::acknowledged::{AcknowledgedProducer, Unacknowledged};
 use crate::kafka::state_topic::{create_topic, topic_partition_count};
 use crate::output::now_ms;
 use crate::pipeline::InputProgress;
@@ -75,32 +72,11 @@ pub enum PartialsRecord {
     },
 }
 
-/// Counts records the broker did not take.
-#[derive(Default)]
-struct Deliveries {
-    failed: AtomicU64,
-}
-
-struct DeliveryContext(Arc<Deliveries>);
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            if self.0.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::error!(%error, "a partial window was not delivered to the partials topic");
-            }
-        }
-    }
-}
-
 /// Publishes partial windows and progress to the partials topic.
 pub struct PartialsSink {
-    producer: BaseProducer<DeliveryContext>,
-    deliveries: Arc<Deliveries>,
+    producer: AcknowledgedProducer,
+    /// A record the producer gave up on: no checkpoint may pass it again.
+    lost: Option<String>,
     topic: String,
     /// Partitions of the partials topic: a source partition's records all
     /// go to one of them (`partition % count`), in order.
@@ -127,16 +103,10 @@ impl PartialsSink {
         ];
         create_topic(&base, &kafka.partials_topic, &settings)?;
         let topic_partitions = topic_partition_count(&base, &kafka.partials_topic)?;
-        let deliveries = Arc::new(Deliveries::default());
-        let producer = base
-            .set("client.id", "downbeat-partials")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create_with_context(DeliveryContext(Arc::clone(&deliveries)))?;
+        let producer = AcknowledgedProducer::create(&base, "downbeat-partials", 5, "partials")?;
         Ok(Self {
             producer,
-            deliveries,
+            lost: None,
             topic: kafka.partials_topic.clone(),
             topic_partitions,
             sent: HashMap::new(),
@@ -149,24 +119,11 @@ impl PartialsSink {
     fn send(&self, source: u32, key: &str, record: &PartialsRecord) -> io::Result<()> {
         let value = serde_json::to_vec(record).expect("partials serialize");
         let partition = i32::try_from(source % self.topic_partitions.max(1)).unwrap_or(0);
-        let mut pending = BaseRecord::<str, [u8]>::to(&self.topic)
+        let record = BaseRecord::<str, [u8]>::to(&self.topic)
             .key(key)
             .partition(partition)
             .payload(&value);
-        loop {
-            match self.producer.send(pending) {
-                Ok(()) => return Ok(()),
-                // The local queue is full: let it drain, then retry.
-                Err((error, record))
-                    if error.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    self.producer.poll(Duration::from_millis(100));
-                    pending = record;
-                }
-                Err((error, _)) => return Err(io::Error::other(error)),
-            }
-        }
+        self.producer.send(record).map_err(io::Error::other)
     }
 }
 
@@ -215,23 +172,28 @@ impl Sink for PartialsSink {
             self.send(input.input, &format!("progress/{}", input.input), &record)?;
             self.sent.insert(input.input, (input, partitions, now));
         }
-        self.producer.poll(Duration::ZERO);
+        self.producer.poll();
         Ok(())
     }
 
     /// Every partial sent is acknowledged, or an error: a checkpoint must
-    /// not pass partials the broker does not have.
+    /// not pass partials the broker does not have. Still in flight after
+    /// PERSIST_TIMEOUT is `TimedOut` (defer the checkpoint); a delivery the
+    /// producer gave up on is any other error (stop).
     fn persist(&mut self) -> io::Result<Option<u64>> {
-        self.producer
-            .flush(PERSIST_TIMEOUT)
-            .map_err(io::Error::other)?;
-        let failed = self.deliveries.failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            return Err(io::Error::other(format!(
-                "{failed} partials records were not delivered"
-            )));
+        if let Some(why) = &self.lost {
+            return Err(io::Error::other(why.clone()));
         }
-        Ok(None)
+        match self.producer.wait(PERSIST_TIMEOUT) {
+            Ok(()) => Ok(None),
+            Err(slow @ Unacknowledged::InFlight { .. }) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, slow))
+            }
+            Err(lost @ Unacknowledged::Lost { .. }) => {
+                self.lost = Some(lost.to_string());
+                Err(io::Error::other(lost))
+            }
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -353,6 +353,12 @@ impl KafkaSource {
             self.not_durable.get_or_insert(why);
             return;
         }
+        if persisted.pending.is_some() {
+            // Sent but not yet acknowledged: no checkpoint this time (the
+            // offsets stay where they were); the next one tries again.
+            self.kafka_metrics.checkpoint(false);
+            return;
+        }
         let pipeline = ingest.pipeline();
         let pending = self.group.checkpoint(
             |p| pipeline.emitted_through(p as u32),

@@ -70,6 +70,9 @@ pub struct Persisted {
     /// A sink could not make its output durable (why): a checkpoint must not
     /// cover it.
     pub failed: Option<String>,
+    /// A sink's output is still on its way (sent, not yet acknowledged):
+    /// this checkpoint is skipped and the next one tries again.
+    pub pending: Option<String>,
 }
 
 /// What a source may ask of the driver.
