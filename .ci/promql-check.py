@@ -184,7 +184,7 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     for tool in ("prometheus", "promtool", "tansu"):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is not on PATH (.ci/run installs it)")
+            raise SystemExit(f"{tool} is not on PATH (./test.sh installs it)")
     work = tempfile.mkdtemp(prefix="downbeat-promql-")
     processes = []
     try:

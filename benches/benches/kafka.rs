@@ -88,7 +88,7 @@ fn downbeat_consumer(bin: &Path, brokers: &str, topic: &str, events: u64) -> f64
 
 fn main() {
     if Command::new("tansu").arg("--version").output().is_err() {
-        eprintln!("kafka bench skipped: `tansu` is not on PATH (see .ci/run)");
+        eprintln!("kafka bench skipped: `tansu` is not on PATH (./test.sh installs it)");
         return;
     }
     let events: u64 = std::env::var("DOWNBEAT_BENCH_KAFKA_EVENTS")

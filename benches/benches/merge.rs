@@ -34,7 +34,7 @@ const PARTITIONS: u32 = 8;
 
 fn main() {
     if Command::new("tansu").arg("--version").output().is_err() {
-        eprintln!("merge bench skipped: `tansu` is not on PATH (see .ci/run)");
+        eprintln!("merge bench skipped: `tansu` is not on PATH (./test.sh installs it)");
         return;
     }
     let events: u64 = std::env::var("DOWNBEAT_BENCH_MERGE_EVENTS")

@@ -96,7 +96,7 @@ pub fn metric(port: u16, key: &str) -> f64 {
 }
 
 /// A tansu broker with in-memory storage on `port`, started (needs `tansu`
-/// on PATH; .ci/run installs it).
+/// on PATH; ./test.sh installs it).
 pub fn tansu(port: u16) -> Killed {
     let url = format!("tcp://127.0.0.1:{port}");
     let broker = Killed(
@@ -112,7 +112,7 @@ pub fn tansu(port: u16) -> Killed {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("tansu starts"),
+            .expect("`tansu` 0.6.0 not found on PATH: install it with `cargo install tansu --version 0.6.0 --features dynostore --locked` (./test.sh does)"),
     );
     std::thread::sleep(Duration::from_millis(500));
     broker

@@ -4,7 +4,7 @@
 //! topic and handing partitions over, and reconnection after the broker
 //! goes away.
 //!
-//! Needs `tansu` on PATH (`.ci/run` installs it).
+//! Needs `tansu` on PATH (`./test.sh` installs it).
 #![allow(clippy::too_many_lines)] // a test reads top to bottom, as one scenario
 
 mod common;
@@ -94,7 +94,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("`tansu` must be on PATH: .ci/run installs it (cargo install tansu --version 0.6.0 --features dynostore)");
+            .expect("`tansu` 0.6.0 not found on PATH: install it with `cargo install tansu --version 0.6.0 --features dynostore --locked` (./test.sh does)");
         wait_until(Duration::from_secs(20), "the broker to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });

@@ -1,5 +1,5 @@
 //! The live page at `/` in headless Chromium, driven over WebDriver by
-//! chromedriver (Debian's `chromium` and `chromium-driver`, which `.ci/run`
+//! chromedriver (Debian's `chromium` and `chromium-driver`, which `./test.sh`
 //! installs): it loads without any external resource, shows the top songs of a
 //! known input with their titles escaped, updates in place when the
 //! leaderboard changes, and says so when the engine stops answering.
@@ -41,7 +41,7 @@ fn program(env: &str, name: &str) -> PathBuf {
             panic!(
                 "{name} not found on PATH (nor ${env} set): the live-page test needs headless \
                  Chromium and chromedriver: `apt-get install -y chromium chromium-driver` \
-                 (.ci/run installs them)"
+                 (./test.sh installs them)"
             )
         })
 }
