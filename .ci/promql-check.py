@@ -20,8 +20,9 @@ Checks:
   2. every dashboard expression returns data;
   3. every metric name any expression reads has series in Prometheus
      (catches a renamed metric on the board or in a rule);
-  4. alerts whose outcome is known here: DownbeatSongViral fires on the
-     spike engine's data, DownbeatDown and DownbeatAbsent do not.
+  4. alerts whose outcome is known here: DownbeatSongViral and
+     DownbeatArtistViral fire on the spike engine's data (its song and its
+     artist, new to the catalogue), DownbeatDown and DownbeatAbsent do not.
 
 Usage: promql-check.py DOWNBEAT_BINARY   (needs prometheus, tansu, PyYAML)
 """
@@ -59,6 +60,7 @@ TEMPLATE_VARIABLE = re.compile(r"\$\{?(\w+)(?::\w+)?\}?")
 # Alerts whose outcome this setup determines: True = must fire now.
 EXPECTED_ALERTS = {
     "DownbeatSongViral": True,
+    "DownbeatArtistViral": True,
     "DownbeatDown": False,
     "DownbeatAbsent": False,
 }
@@ -357,7 +359,7 @@ def run_check(binary, work, processes):
             print("  " + failure)
         raise SystemExit(1)
     print("every expression evaluated; board expressions and recording rules returned data; "
-          "DownbeatSongViral fires on the spike; DownbeatDown and DownbeatAbsent are silent")
+          "DownbeatSongViral and DownbeatArtistViral fire on the spike; DownbeatDown and DownbeatAbsent are silent")
 
 
 if __name__ == "__main__":

@@ -158,6 +158,24 @@
     setText("leaderboard-title", title);
   }
 
+  function renderArtists(sliding) {
+    const artists = sliding && Array.isArray(sliding.top_artists) ? sliding.top_artists : [];
+    const list = $("artists");
+    resize(list, artists.length, leaderboardRow);
+    const most = artists.reduce((m, a) => Math.max(m, isNumber(a.streams) ? a.streams : 0), 0) || 1;
+    artists.forEach((a, i) => {
+      const row = list.children[i];
+      row.querySelector(".rank").textContent = String(i + 1);
+      row.querySelector(".song").textContent = str(a.artist);
+      row.querySelector(".count").textContent = count(a.streams);
+      row.title = str(a.artist);
+      row.querySelector(".bar > span").style.width = ((100 * (a.streams || 0)) / most).toFixed(1) + "%";
+    });
+    $("artists-empty").hidden = artists.length > 0;
+    const title = artists.length > 0 ? "Top " + artists.length + " artists, last 10 minutes" : "Top artists, last 10 minutes";
+    setText("artists-title", title);
+  }
+
   // ---- per-minute trend ----------------------------------------------------
 
   function renderTrend(history) {
@@ -278,6 +296,7 @@
     }
     renderKpis(latest, stats, eventsPerSecond(stats));
     renderLeaderboard(latest.sliding);
+    renderArtists(latest.sliding);
     if (history !== null) {
       renderTrend(Array.isArray(history) ? history : []);
       seen.historyEnd = tumblingEnd;

@@ -3,13 +3,16 @@
 //! Names follow Prometheus conventions: `downbeat_` prefix, base units,
 //! `_total` on counters. Label values come from fixed sets (reasons, levels,
 //! devices, states, genders, window labels, ranks), except the artist and
-//! song text of `downbeat_top_song_info`, which holds at most K series per
-//! window and is replaced whenever a window closes.
+//! song text of `downbeat_top_song_info` and the artist of
+//! `downbeat_top_artist_info`, which hold at most K series per window each
+//! and are replaced whenever a window closes.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use downbeat_operators::{Device, Gender, Level, SongCount, Trending, UsState, WindowResult};
+use downbeat_operators::{
+    ArtistCount, Device, Gender, Level, SongCount, Trending, UsState, WindowResult,
+};
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
@@ -43,9 +46,14 @@ pub struct Metrics {
     windows_emitted: IntCounterVec,
     top_song_streams: IntGaugeVec,
     top_song_info: IntGaugeVec,
+    top_artist_streams: IntGaugeVec,
+    top_artist_info: IntGaugeVec,
     trending_ratio: GaugeVec,
     trending_streams: IntGaugeVec,
     trending_baseline: GaugeVec,
+    trending_artist_ratio: GaugeVec,
+    trending_artist_streams: IntGaugeVec,
+    trending_artist_baseline: GaugeVec,
     streams_baseline: GaugeVec,
     trending_tracked: IntGauge,
     trending_evicted: IntCounter,
@@ -59,9 +67,13 @@ pub struct Metrics {
     song_state_bytes: IntGauge,
     song_reductions: IntCounter,
     top_songs_max_undercount: IntGaugeVec,
-    /// Latest top songs per window label, to rebuild the rank series.
-    leaderboards: Mutex<BTreeMap<String, Vec<SongCount>>>,
+    /// Latest top songs and artists per window label, to rebuild the rank
+    /// series.
+    leaderboards: Mutex<BTreeMap<String, Leaderboards>>,
 }
+
+/// A window's latest top songs and top artists.
+type Leaderboards = (Vec<SongCount>, Vec<ArtistCount>);
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
     registry
@@ -132,9 +144,14 @@ impl Metrics {
             windows_emitted: counter_vec(&r, "downbeat_windows_emitted_total", "Windows closed and emitted.", &["window"]),
             top_song_streams: int_gauge_vec(&r, "downbeat_top_song_streams", "Streams of the song at each leaderboard rank of the latest closed window.", &["window", "rank"]),
             top_song_info: int_gauge_vec(&r, "downbeat_top_song_info", "Artist and song at each leaderboard rank of the latest closed window (value 1).", &["window", "rank", "artist", "song"]),
+            top_artist_streams: int_gauge_vec(&r, "downbeat_top_artist_streams", "Streams of the artist at each rank of the artists' leaderboard of the latest closed window.", &["window", "rank"]),
+            top_artist_info: int_gauge_vec(&r, "downbeat_top_artist_info", "Artist at each rank of the artists' leaderboard of the latest closed window (value 1).", &["window", "rank", "artist"]),
             trending_ratio: gauge_vec(&r, "downbeat_trending_song_ratio", "Songs rising abnormally in the latest closed tumbling window, by rank: streams over the song's own exponentially weighted baseline.", &["rank", "artist", "song"]),
             trending_streams: int_gauge_vec(&r, "downbeat_trending_song_streams", "Streams in the latest closed tumbling window of each trending song.", &["rank", "artist", "song"]),
             trending_baseline: gauge_vec(&r, "downbeat_trending_song_baseline_streams", "Expected streams per tumbling window of each trending song, from its past windows.", &["rank", "artist", "song"]),
+            trending_artist_ratio: gauge_vec(&r, "downbeat_trending_artist_ratio", "Artists rising abnormally in the latest closed tumbling window, by rank: streams of all their songs over the artist's own exponentially weighted baseline.", &["rank", "artist"]),
+            trending_artist_streams: int_gauge_vec(&r, "downbeat_trending_artist_streams", "Streams in the latest closed tumbling window of each trending artist (all their songs).", &["rank", "artist"]),
+            trending_artist_baseline: gauge_vec(&r, "downbeat_trending_artist_baseline_streams", "Expected streams per tumbling window of each trending artist, from their past windows.", &["rank", "artist"]),
             streams_baseline: gauge_vec(&r, "downbeat_streams_baseline", "Expected streams per window from past windows (exponentially weighted), for the latest closed tumbling window.", &["window"]),
             streams_baseline_ratio: gauge_vec(&r, "downbeat_streams_baseline_ratio", "Streams in the latest closed tumbling window over their exponentially weighted baseline.", &["window"]),
             trending_tracked: register(&r, IntGauge::new("downbeat_trending_tracked_songs", "Songs the trend detector keeps a baseline for (at most trending.max_tracked_songs).").expect("valid metric")),
@@ -318,18 +335,32 @@ impl Metrics {
             .with_label_values(&[window_label])
             .set(i64::try_from(result.top_songs_max_undercount).unwrap_or(i64::MAX));
         let mut boards = self.leaderboards.lock().unwrap_or_else(|e| e.into_inner());
-        boards.insert(window_label.to_owned(), result.top_songs.clone());
-        // Reset and re-add so ranks and titles of the previous window vanish.
+        boards.insert(
+            window_label.to_owned(),
+            (result.top_songs.clone(), result.top_artists.clone()),
+        );
+        // Reset and re-add so ranks and names of the previous window vanish.
         self.top_song_streams.reset();
         self.top_song_info.reset();
-        for (window, board) in boards.iter() {
-            for (index, entry) in board.iter().enumerate() {
+        self.top_artist_streams.reset();
+        self.top_artist_info.reset();
+        for (window, (songs, artists)) in boards.iter() {
+            for (index, entry) in songs.iter().enumerate() {
                 let rank = (index + 1).to_string();
                 self.top_song_streams
                     .with_label_values(&[window, &rank])
                     .set(entry.streams as i64);
                 self.top_song_info
                     .with_label_values(&[window, &rank, &entry.artist, &entry.song])
+                    .set(1);
+            }
+            for (index, entry) in artists.iter().enumerate() {
+                let rank = (index + 1).to_string();
+                self.top_artist_streams
+                    .with_label_values(&[window, &rank])
+                    .set(entry.streams as i64);
+                self.top_artist_info
+                    .with_label_values(&[window, &rank, &entry.artist])
                     .set(1);
             }
         }
@@ -353,6 +384,22 @@ impl Metrics {
             self.trending_baseline
                 .with_label_values(&labels)
                 .set(song.baseline_streams);
+        }
+        self.trending_artist_ratio.reset();
+        self.trending_artist_streams.reset();
+        self.trending_artist_baseline.reset();
+        for artist in &trending.artists {
+            let rank = artist.rank.to_string();
+            let labels = [rank.as_str(), &artist.artist];
+            self.trending_artist_ratio
+                .with_label_values(&labels)
+                .set(artist.ratio);
+            self.trending_artist_streams
+                .with_label_values(&labels)
+                .set(artist.streams as i64);
+            self.trending_artist_baseline
+                .with_label_values(&labels)
+                .set(artist.baseline_streams);
         }
         self.trending_tracked.set(trending.tracked_songs as i64);
         let evicted = trending.evicted_songs_total;

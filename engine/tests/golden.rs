@@ -52,8 +52,20 @@ fn expected_window(kind: &str, start: i64, end: i64, plays: &[&(String, String, 
         .take(10)
         .map(|((artist, song), n)| json!({"artist": artist, "song": song, "streams": n}))
         .collect();
+    let mut artist_counts: BTreeMap<&String, u64> = BTreeMap::new();
+    for p in plays.iter().filter(|p| !p.1.is_empty()) {
+        *artist_counts.entry(&p.1).or_default() += 1;
+    }
+    let mut artists: Vec<_> = artist_counts.into_iter().collect();
+    // Stable sort of a map in artist order: ties stay in byte order.
+    artists.sort_by_key(|a| std::cmp::Reverse(a.1));
+    let top_artists: Vec<Value> = artists
+        .iter()
+        .take(10)
+        .map(|(artist, n)| json!({"artist": artist, "streams": n}))
+        .collect();
     json!({"window": kind, "start_ms": start, "end_ms": end, "streams": plays.len(),
-           "active_users": users.len(), "top_songs": top})
+           "active_users": users.len(), "top_songs": top, "top_artists": top_artists})
 }
 
 /// Every non-empty 1-minute tumbling window and 10-minute sliding window

@@ -304,8 +304,12 @@ return {
     artist: li.querySelector(".artist").textContent,
     count: li.querySelector(".count").textContent,
   })),
+  artists: [...document.querySelectorAll("#artists li")].map((li) => ({
+    artist: li.querySelector(".song").textContent,
+    count: li.querySelector(".count").textContent,
+  })),
   trend: [...document.querySelectorAll("#trend rect.col")].map((r) => Number(r.dataset.streams)),
-  elementsInLeaderboard: document.querySelectorAll("#leaderboard b, #leaderboard img, #leaderboard script").length,
+  elementsInLeaderboard: document.querySelectorAll("#leaderboard b, #leaderboard img, #leaderboard script, #artists img").length,
   pwned: window.pwned === 1,
   marker: window.downbeatTestMarker || null,
 };
@@ -458,6 +462,15 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
             {"song": "Alpha", "artist": "The Testers", "count": "15"},
             {"song": BOLD, "artist": EVIL_ARTIST, "count": "9"},
             {"song": "Gamma", "artist": "C", "count": "3"},
+        ]),
+        "{first}"
+    );
+    assert_eq!(
+        first["artists"],
+        json!([
+            {"artist": "The Testers", "count": "15"},
+            {"artist": EVIL_ARTIST, "count": "9"},
+            {"artist": "C", "count": "3"},
         ]),
         "{first}"
     );

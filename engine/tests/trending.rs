@@ -1,6 +1,8 @@
 //! Trending end to end: `generate` injects a spike of one song at a chosen
 //! time, `run` reads the events from a file, and the spike (and only the
-//! spike) shows in `/api/v1/trending` and in the rank-labelled series.
+//! spike) shows in `/api/v1/trending` and in the rank-labelled series; an
+//! artist whose ten songs each stay below the song threshold trends as an
+//! artist.
 
 mod common;
 
@@ -101,6 +103,10 @@ fn an_injected_spike_trends_at_rank_one_and_steady_traffic_does_not() {
         "{ratio_line}"
     );
     assert!(metrics.contains("downbeat_streams_baseline_ratio{window=\"1m\"}"));
+    // Its artist, new to the catalogue, trends too.
+    let artists = trending["artists"].as_array().unwrap();
+    assert_eq!(artists[0]["artist"], "Nobody", "{trending}");
+    assert!(metrics.contains(r#"downbeat_trending_artist_ratio{artist="Nobody",rank="1"}"#));
 
     // The same traffic without the spike: after the warm-up nothing trends.
     let steady = dir.path().join("steady.jsonl");
@@ -110,5 +116,54 @@ fn an_injected_spike_trends_at_rank_one_and_steady_traffic_does_not() {
     assert_eq!(trending["songs"], Value::Array(Vec::new()), "{trending}");
     let total_ratio = trending["total_ratio"].as_f64().unwrap();
     assert!((0.9..1.1).contains(&total_ratio), "{trending}");
+    assert!(!metrics.contains("downbeat_trending_song_ratio{"));
+    assert_eq!(trending["artists"], Value::Array(Vec::new()), "{trending}");
+    assert!(!metrics.contains("downbeat_trending_artist_ratio{"));
+}
+
+/// The steady traffic, with every 64th play of the last four minutes
+/// rewritten to one of ten songs by "Rising Band": about 15 plays a minute
+/// per song (below the 20 a song needs), about 150 for the artist.
+#[test]
+fn an_artist_whose_songs_each_stay_below_the_threshold_trends() {
+    let dir = tempfile::tempdir().unwrap();
+    let spike_start = START_MS + SPIKE_AFTER_MINUTES * MINUTE_MS;
+    let mut plays = 0u64;
+    let mut per_song_minute = std::collections::HashMap::<(i64, u64), u64>::new();
+    let mut out = Vec::new();
+    for line in generate(false)
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        let mut event: Value = serde_json::from_slice(line).unwrap();
+        let ts = event["ts"].as_i64().unwrap();
+        if event["page"] == "NextSong" && ts >= spike_start {
+            plays += 1;
+            if plays % 64 == 0 {
+                let track = (plays / 64) % 10;
+                event["artist"] = "Rising Band".into();
+                event["song"] = format!("Track {track}").into();
+                *per_song_minute.entry((ts / MINUTE_MS, track)).or_default() += 1;
+            }
+        }
+        serde_json::to_writer(&mut out, &event).unwrap();
+        out.push(b'\n');
+    }
+    let most = per_song_minute.values().max().copied().unwrap();
+    assert!(
+        (10..20).contains(&most),
+        "a song's plays in a minute: {most}"
+    );
+
+    let input = dir.path().join("artist-spike.jsonl");
+    std::fs::write(&input, out).unwrap();
+    let (trending, metrics) = trending_after(&input, START_MS + MINUTES * MINUTE_MS);
+    assert_eq!(trending["songs"], Value::Array(Vec::new()), "{trending}");
+    let artists = trending["artists"].as_array().unwrap();
+    assert_eq!(artists.len(), 1, "{trending}");
+    assert_eq!(artists[0]["artist"], "Rising Band");
+    assert_eq!(artists[0]["rank"], 1);
+    assert!(artists[0]["streams"].as_u64().unwrap() >= 100, "{trending}");
+    assert!(metrics.contains(r#"downbeat_trending_artist_ratio{artist="Rising Band",rank="1"}"#));
     assert!(!metrics.contains("downbeat_trending_song_ratio{"));
 }

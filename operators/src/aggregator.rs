@@ -28,7 +28,7 @@ use crate::operator::Operator;
 use crate::pane::Pane;
 use crate::partial::Partial;
 use crate::result::WindowResult;
-use crate::top_k::top_k;
+use crate::top_k::{top_artists, top_k};
 use crate::trending::{SongStreams, TrendDetector, Trending, TrendingConfig};
 use crate::window::{bucket_start, pane_ms, WindowError, WindowId, WindowKind, WindowSpec};
 
@@ -570,6 +570,12 @@ impl WindowAggregator {
             active_users: window_state.users().count(),
             top_songs: top_k(window_state.song_counts(), self.top_k, &self.catalog),
             top_songs_max_undercount: window_state.song_summary().max_undercount(),
+            top_artists: top_artists(
+                window_state
+                    .song_counts()
+                    .filter_map(|(id, n)| self.catalog.names(id).map(|(artist, _)| (n, artist))),
+                self.top_k,
+            ),
             breakdown: window_state.breakdown().clone(),
             listening: window_state.durations().summary(),
         }

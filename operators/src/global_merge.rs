@@ -19,7 +19,7 @@ use crate::duration::DurationHistogram;
 use crate::event::EventTimeMs;
 use crate::partial::{Partial, PartialError};
 use crate::result::WindowResult;
-use crate::top_k::top_k_named;
+use crate::top_k::{top_artists, top_k_named};
 use crate::window::{WindowId, WindowSpec};
 
 /// (end, window index, start): emission order.
@@ -173,10 +173,11 @@ impl GlobalMerge {
                 *songs.entry((artist.as_str(), song.as_str())).or_insert(0) += n;
             }
         }
-        let named = songs
+        let named: Vec<(u64, &str, &str)> = songs
             .into_iter()
             .map(|((artist, song), n)| (n, artist, song))
             .collect();
+        let top_artists = top_artists(named.iter().map(|&(n, artist, _)| (n, artist)), self.top_k);
         WindowResult {
             window: self.windows[index].kind(),
             id: WindowId(index as u16),
@@ -186,6 +187,7 @@ impl GlobalMerge {
             active_users: users.count(),
             top_songs: top_k_named(named, self.top_k),
             top_songs_max_undercount: undercount,
+            top_artists,
             breakdown,
             listening: listening.summary(),
         }

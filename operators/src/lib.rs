@@ -55,9 +55,9 @@ pub use operator::Operator;
 pub use outlier::{OutlierConfig, OutlierError, OutlierGuard, Verdict};
 pub use pane::Pane;
 pub use partial::{Partial, PartialError, PARTIAL_VERSION};
-pub use result::{SongCount, WindowResult};
+pub use result::{ArtistCount, SongCount, WindowResult};
 pub use song_counts::SongCounts;
-pub use top_k::{top_k, top_k_named};
+pub use top_k::{top_artists, top_k, top_k_named};
 pub use trending::{
     SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,
 };

@@ -22,9 +22,21 @@ pub struct SongCount {
     pub streams: u64,
 }
 
+/// One artist on the artists' leaderboard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArtistCount {
+    /// Artist name (never empty: plays without an artist are left out).
+    pub artist: String,
+    /// Streams of the artist's songs in the window (a lower bound, short by
+    /// at most `top_songs_max_undercount` per song, when the record carries
+    /// that field).
+    pub streams: u64,
+}
+
 /// A closed window. Serialized field names and meanings are a public contract:
 /// `window`, `start_ms` (inclusive), `end_ms` (exclusive), `streams`,
-/// `active_users`, `top_songs`; `breakdown` and `listening` are extensions.
+/// `active_users`, `top_songs`; `top_artists`, `breakdown` and `listening`
+/// are extensions.
 #[derive(Clone, Debug, Serialize)]
 pub struct WindowResult {
     /// Serialized as `"tumbling"` or `"sliding"`.
@@ -49,6 +61,9 @@ pub struct WindowResult {
     /// the last listed count plus this.
     #[serde(skip_serializing_if = "is_zero")]
     pub top_songs_max_undercount: u64,
+    /// Top artists by streams (summed over their songs), then artist (byte
+    /// order); plays without an artist are left out.
+    pub top_artists: Vec<ArtistCount>,
     /// Streams by level, device, state and gender.
     pub breakdown: Breakdown,
     /// Listening-time summary of the streams that carried a duration.

@@ -1,4 +1,5 @@
-//! Trending: songs (and the total) rising abnormally against their own past.
+//! Trending: songs, artists (and the total) rising abnormally against their
+//! own past.
 //!
 //! Fed one closed tumbling window at a time, in end order. Each song keeps an
 //! exponentially weighted moving average (EWMA) of its streams per window,
@@ -20,6 +21,11 @@
 //! that slowly climbs from zero. Nothing is reported during the first
 //! `warmup_windows` windows. State is one small entry per song heard
 //! recently; entries that have decayed to nothing are dropped.
+//!
+//! Artists are scored the same way, on each artist's streams summed over
+//! their songs in the window (the empty artist of the simple format left
+//! out), with the same thresholds: an artist whose many songs each rise a
+//! little, none enough to trend alone, trends as an artist.
 
 use std::collections::HashMap;
 
@@ -163,6 +169,23 @@ pub struct TrendingSong {
     pub z_score: f64,
 }
 
+/// An artist rising abnormally in the latest window (all their songs).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrendingArtist {
+    /// 1 for the fastest riser.
+    pub rank: usize,
+    /// Artist name.
+    pub artist: String,
+    /// Streams of the artist's songs in the window.
+    pub streams: u64,
+    /// Expected streams per window from the artist's past.
+    pub baseline_streams: f64,
+    /// `streams / max(baseline_streams, floor)`.
+    pub ratio: f64,
+    /// `(streams - baseline_streams) / sqrt(max(baseline_streams, floor))`.
+    pub z_score: f64,
+}
+
 /// The detector's answer for one window.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Trending {
@@ -181,6 +204,8 @@ pub struct Trending {
     /// Trending songs, fastest riser first: ratio descending, then streams
     /// descending, then artist and song (byte order). At most `top_k`.
     pub songs: Vec<TrendingSong>,
+    /// Trending artists, in the same order (artist last). At most `top_k`.
+    pub artists: Vec<TrendingArtist>,
     /// Songs with a baseline after this window (at most `max_tracked_songs`).
     pub tracked_songs: usize,
     /// Songs forgotten so far to stay within `max_tracked_songs`.
@@ -216,6 +241,8 @@ pub struct TrendDetector {
     decay: f64,
     window_ms: i64,
     songs: HashMap<u64, Average, ahash::RandomState>,
+    /// Artists' averages, within the same cap as the songs.
+    artists: HashMap<Box<str>, Average, ahash::RandomState>,
     total: Option<Average>,
     first_index: Option<i64>,
     last_index: Option<i64>,
@@ -235,6 +262,7 @@ impl TrendDetector {
             config,
             window_ms,
             songs: HashMap::default(),
+            artists: HashMap::default(),
             total: None,
             first_index: None,
             last_index: None,
@@ -276,7 +304,11 @@ impl TrendDetector {
 
         let decay = self.decay;
         let mut rising = Vec::new();
+        let mut by_artist: HashMap<&'a str, u64, ahash::RandomState> = HashMap::default();
         for entry in songs {
+            if !entry.artist.is_empty() {
+                *by_artist.entry(entry.artist).or_default() += entry.streams;
+            }
             // A song heard for the first time has an average of 0 so far.
             let average = self
                 .songs
@@ -303,13 +335,17 @@ impl TrendDetector {
         for (position, song) in rising.iter_mut().enumerate() {
             song.rank = position + 1;
         }
+        let artists = self.observe_artists(index, by_artist, correction, warming_up);
         if index.saturating_sub(self.last_sweep) >= SWEEP_EVERY_WINDOWS {
             self.sweep(index);
         }
         // A quarter of slack, so the (linear) eviction runs rarely.
         let cap = self.config.max_tracked_songs;
         if self.songs.len() > cap + cap / 4 {
-            self.evict_coldest(index, cap);
+            self.evicted += evict_coldest(&mut self.songs, self.decay, index, cap);
+        }
+        if self.artists.len() > cap + cap / 4 {
+            evict_coldest(&mut self.artists, self.decay, index, cap);
         }
         let floor = self.config.baseline_floor_streams;
         Some(Trending {
@@ -320,6 +356,7 @@ impl TrendDetector {
             baseline_streams: total_baseline,
             total_ratio: total_baseline.map(|b| streams as f64 / b.max(floor)),
             songs: rising,
+            artists,
             tracked_songs: self.songs.len(),
             evicted_songs_total: self.evicted,
         })
@@ -345,16 +382,69 @@ impl TrendDetector {
         (baseline, Average { value, index })
     }
 
-    fn score(&self, entry: SongStreams<'_>, baseline: f64) -> Option<TrendingSong> {
+    /// Fold each artist's streams of window `index` into their averages and
+    /// score them (after the warm-up), fastest riser first.
+    fn observe_artists(
+        &mut self,
+        index: i64,
+        by_artist: HashMap<&str, u64, ahash::RandomState>,
+        correction: f64,
+        warming_up: bool,
+    ) -> Vec<TrendingArtist> {
+        let mut rising = Vec::new();
+        for (artist, streams) in by_artist {
+            if !self.artists.contains_key(artist) {
+                self.artists
+                    .insert(artist.into(), Average { value: 0.0, index });
+            }
+            let average = self.artists.get_mut(artist).expect("inserted above");
+            let (baseline, updated) =
+                Self::step(self.decay, Some(*average), index, streams, correction);
+            *average = updated;
+            if warming_up {
+                continue;
+            }
+            let baseline = baseline.unwrap_or(0.0);
+            if let Some((ratio, z_score)) = self.rise(streams, baseline) {
+                rising.push(TrendingArtist {
+                    rank: 0,
+                    artist: artist.to_owned(),
+                    streams,
+                    baseline_streams: baseline,
+                    ratio,
+                    z_score,
+                });
+            }
+        }
+        rising.sort_by(|a, b| {
+            ratio_rank(b.ratio)
+                .cmp(&ratio_rank(a.ratio))
+                .then_with(|| b.streams.cmp(&a.streams))
+                .then_with(|| a.artist.cmp(&b.artist))
+        });
+        rising.truncate(self.config.top_k);
+        for (position, artist) in rising.iter_mut().enumerate() {
+            artist.rank = position + 1;
+        }
+        rising
+    }
+
+    /// (ratio, z-score) when `streams` against `baseline` passes all three
+    /// guards.
+    fn rise(&self, streams: u64, baseline: f64) -> Option<(f64, f64)> {
         let config = &self.config;
-        if entry.streams < config.min_streams {
+        if streams < config.min_streams {
             return None;
         }
         let scale = baseline.max(config.baseline_floor_streams);
-        let streams = entry.streams as f64;
-        let ratio = streams / scale;
-        let z_score = (streams - baseline) / scale.sqrt();
-        (ratio >= config.min_ratio && z_score >= config.min_z).then(|| TrendingSong {
+        let ratio = streams as f64 / scale;
+        let z_score = (streams as f64 - baseline) / scale.sqrt();
+        (ratio >= config.min_ratio && z_score >= config.min_z).then_some((ratio, z_score))
+    }
+
+    fn score(&self, entry: SongStreams<'_>, baseline: f64) -> Option<TrendingSong> {
+        let (ratio, z_score) = self.rise(entry.streams, baseline)?;
+        Some(TrendingSong {
             rank: 0,
             artist: entry.artist.to_owned(),
             song: entry.song.to_owned(),
@@ -365,33 +455,38 @@ impl TrendDetector {
         })
     }
 
-    /// Forget the coldest songs as of window `index` so that at most `cap`
-    /// remain. Songs as cold as the coldest one kept would be are all
-    /// forgotten too: which of equals to keep would otherwise depend on
-    /// hash order, and the result must not.
-    fn evict_coldest(&mut self, index: i64, cap: usize) {
-        let decay = self.decay;
-        let decayed = |average: &Average| {
-            let gap = (index - average.index).clamp(0, MAX_GAP_WINDOWS);
-            average.value * decay.powi(gap as i32)
-        };
-        let before = self.songs.len();
-        let mut values: Vec<f64> = self.songs.values().map(decayed).collect();
-        let (_, &mut threshold, _) =
-            values.select_nth_unstable_by(before - cap - 1, f64::total_cmp);
-        self.songs.retain(|_, average| decayed(average) > threshold);
-        self.evicted += (before - self.songs.len()) as u64;
-    }
-
-    /// Forget songs whose average has decayed to nothing.
+    /// Forget songs and artists whose average has decayed to nothing.
     fn sweep(&mut self, index: i64) {
         let decay = self.decay;
-        self.songs.retain(|_, average| {
+        let alive = |average: &mut Average| {
             let gap = (index - average.index).clamp(0, MAX_GAP_WINDOWS);
             average.value * decay.powi(gap as i32) >= NEGLIGIBLE_STREAMS
-        });
+        };
+        self.songs.retain(|_, average| alive(average));
+        self.artists.retain(|_, average| alive(average));
         self.last_sweep = index;
     }
+}
+
+/// Forget the coldest entries as of window `index` so that at most `cap`
+/// remain; returns how many were forgotten. Entries as cold as the coldest
+/// one kept would be are all forgotten too: which of equals to keep would
+/// otherwise depend on hash order, and the result must not.
+fn evict_coldest<K>(
+    averages: &mut HashMap<K, Average, ahash::RandomState>,
+    decay: f64,
+    index: i64,
+    cap: usize,
+) -> u64 {
+    let decayed = |average: &Average| {
+        let gap = (index - average.index).clamp(0, MAX_GAP_WINDOWS);
+        average.value * decay.powi(gap as i32)
+    };
+    let before = averages.len();
+    let mut values: Vec<f64> = averages.values().map(decayed).collect();
+    let (_, &mut threshold, _) = values.select_nth_unstable_by(before - cap - 1, f64::total_cmp);
+    averages.retain(|_, average| decayed(average) > threshold);
+    (before - averages.len()) as u64
 }
 
 #[cfg(test)]
@@ -654,5 +749,58 @@ mod tests {
             .to_string()
             .contains("baseline_floor_streams"));
         assert!(TrendDetector::new(TrendingConfig::default(), 0).is_err());
+    }
+
+    /// One artist's ten songs each rise from about 1 to 15 streams a window:
+    /// no song reaches `min_streams` (20), so none trends, but the artist's
+    /// 150 against a baseline of about 10 does. Other artists stay steady.
+    #[test]
+    fn an_artist_trends_while_each_of_their_songs_stays_below_the_threshold() {
+        let config = TrendingConfig::default();
+        let names: Vec<String> = (0..40).map(|i| format!("song {i:02}")).collect();
+        let mut detector = TrendDetector::new(config, MINUTE).unwrap();
+        let mut last = None;
+        for minute in 1..=40i64 {
+            let spiking = minute > 30;
+            let songs = (0..40u64).map(|i| {
+                let artist = if i < 10 { "Rising Band" } else { "Steady Act" };
+                let streams = match (i < 10, spiking) {
+                    (true, true) => 15,
+                    (true, false) => 1,
+                    (false, _) => 30,
+                };
+                SongStreams {
+                    key: i,
+                    artist,
+                    song: &names[i as usize],
+                    streams,
+                }
+            });
+            let total = if spiking { 150 + 900 } else { 10 + 900 };
+            let scored = detector.observe(minute * MINUTE, total, songs).unwrap();
+            if minute <= 30 {
+                assert!(
+                    scored.artists.is_empty(),
+                    "minute {minute}: {:?}",
+                    scored.artists
+                );
+            }
+            assert!(
+                scored.songs.is_empty(),
+                "minute {minute}: {:?}",
+                scored.songs
+            );
+            if minute == 31 {
+                last = Some(scored);
+            }
+        }
+        let first = last.unwrap();
+        assert_eq!(first.artists.len(), 1, "{:?}", first.artists);
+        let artist = &first.artists[0];
+        assert_eq!(
+            (artist.rank, artist.artist.as_str(), artist.streams),
+            (1, "Rising Band", 150)
+        );
+        assert!(artist.ratio > 10.0 && artist.z_score > 6.0, "{artist:?}");
     }
 }

@@ -136,6 +136,7 @@ mod tests {
             active_users: 0,
             top_songs: Vec::new(),
             top_songs_max_undercount: 0,
+            top_artists: Vec::new(),
             breakdown: Default::default(),
             listening: Default::default(),
         };

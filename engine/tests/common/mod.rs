@@ -121,6 +121,7 @@ pub fn contract(window: &Value) -> Value {
         "streams",
         "active_users",
         "top_songs",
+        "top_artists",
     ] {
         v.insert(key.to_owned(), window[key].clone());
     }
