@@ -38,6 +38,7 @@ pub mod outlier;
 pub mod pane;
 pub mod partial;
 pub mod result;
+pub mod session;
 pub mod song_counts;
 pub mod top_k;
 pub mod trending;
@@ -56,6 +57,7 @@ pub use outlier::{OutlierConfig, OutlierError, OutlierGuard, Verdict};
 pub use pane::Pane;
 pub use partial::{Partial, PartialError, PARTIAL_VERSION};
 pub use result::{ArtistCount, SongCount, WindowResult};
+pub use session::{ClosedSession, SessionConfig, SessionError, SessionEvent, Sessionizer};
 pub use song_counts::SongCounts;
 pub use top_k::{top_artists, top_k, top_k_named};
 pub use trending::{
