@@ -6,8 +6,8 @@
 #
 # It installs what is missing, and skips what is there (times measured on a
 # fresh 2-core machine; the README's "The two commands" has every step's):
-#   - Debian packages (apt-get, as root or through sudo): build-essential and
-#     zlib1g-dev (the bundled librdkafka), prometheus (promtool), chromium and
+#   - Debian packages (apt-get, as root or through sudo): build-essential,
+#     zlib1g-dev, libssl-dev and pkg-config (the bundled librdkafka, with TLS), prometheus (promtool), chromium and
 #     chromium-driver (the live-page test), docker.io and debootstrap (the
 #     image): under half a minute;
 #   - cargo install: tansu 0.6.0 (the Kafka-protocol broker of the tests:
@@ -89,6 +89,8 @@ step "Debian packages (skipped when present)"
 declare -A packages=(
   [build-essential]=/usr/bin/make
   [zlib1g-dev]=/usr/include/zlib.h
+  [libssl-dev]=/usr/include/openssl/ssl.h
+  [pkg-config]=/usr/bin/pkg-config
   [prometheus]=/usr/bin/promtool
   [chromium]=/usr/bin/chromium
   [chromium-driver]=/usr/bin/chromedriver

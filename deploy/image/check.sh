@@ -8,7 +8,8 @@
 #  2. `docker run --read-only --network host IMAGE run --listen ...` (the
 #     built-in generator) answers /healthz, /readyz and /metrics, runs as uid
 #     65532, writes nothing (`docker diff`), and stops cleanly on SIGTERM;
-#  3. the Kafka overlay's own config (deploy/overlays/kafka/downbeat.toml,
+#  3. a client with TLS and SASL settings starts (OpenSSL is in the image);
+#  4. the Kafka overlay's own config (deploy/overlays/kafka/downbeat.toml,
 #     brokers and listen address pointed here) in the image, read-only with
 #     the manifests' volumes only (the config, the emptyDir at
 #     /var/lib/downbeat), against a tansu broker on the host: the image's
@@ -108,6 +109,18 @@ docker stop -t 20 downbeat-check-generator >/dev/null
 code=$(docker inspect -f '{{.State.ExitCode}}' downbeat-check-generator)
 [ "$code" = 0 ] || fail "the generator exited with $code on SIGTERM"
 echo "  ok: /healthz, /readyz, /metrics; uid $uid; nothing written; exit 0 on SIGTERM"
+
+step "TLS and SASL settings are accepted (librdkafka with OpenSSL, the CA bundle found)"
+port=$(free_port)
+closed=$(free_port)
+start downbeat-check-tls "$image" run --brokers "127.0.0.1:$closed" --topic t --checkpoint-dir "" \
+  --kafka-property security.protocol=SASL_SSL --kafka-property sasl.mechanism=SCRAM-SHA-512 \
+  --kafka-property sasl.username=u --kafka-property sasl.password=p --listen "127.0.0.1:$port"
+wait_for 30 "/healthz with SASL_SSL settings" answers /healthz
+docker logs downbeat-check-tls 2>&1 | grep -q "sasl_ssl://127.0.0.1:$closed" \
+  || fail "the client did not try sasl_ssl://"
+docker rm -f downbeat-check-tls >/dev/null
+echo "  ok: a SASL_SSL client starts and dials sasl_ssl://"
 
 step "the Kafka overlay's config against tansu on the host"
 command -v tansu >/dev/null 2>&1 \

@@ -2,7 +2,7 @@
 # Make the Dockerfile's build-stage base locally, for a machine that cannot
 # reach an image registry: Debian bookworm from Debian's packages
 # (debootstrap) with what `rust:1.95-bookworm` gives a build (gcc, g++, make,
-# libc and zlib headers, CA certificates), plus this machine's own Rust
+# libc, zlib and OpenSSL headers, CA certificates), plus this machine's own Rust
 # toolchain (rustc --print sysroot: bin/ and lib/, without docs or sources),
 # and this machine's CA bundle for cargo's downloads.
 # Prints the image's name. Skipped when that image is already in the local
@@ -11,8 +11,10 @@
 # Usage: deploy/image/local-base.sh   (root: debootstrap and docker)
 set -euo pipefail
 
+packages=gcc,g++,libc6-dev,make,pkg-config,zlib1g-dev,libssl-dev,ca-certificates
 rust_version=$(rustc --version | awk '{print $2}')
-name="downbeat-local/rust:${rust_version}-bookworm"
+# The tag names what is in it: a changed package list makes a new base.
+name="downbeat-local/rust:${rust_version}-bookworm-$(printf '%s' "$packages" | sha256sum | cut -c1-8)"
 if docker image inspect "$name" >/dev/null 2>&1; then
   echo "$name"
   exit 0
@@ -27,7 +29,7 @@ trap 'rm -rf "$work"' EXIT
 root="$work/root"
 echo "local-base: debootstrap bookworm into $root" >&2
 debootstrap --variant=minbase \
-  --include=gcc,g++,libc6-dev,make,pkg-config,zlib1g-dev,ca-certificates \
+  --include="$packages" \
   bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 || {
   tail -20 "$work/debootstrap.log" >&2
   exit 1
