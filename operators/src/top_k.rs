@@ -80,7 +80,7 @@ pub fn top_artists<'a>(
     if k == 0 {
         return Vec::new();
     }
-    let mut by_artist: HashMap<&str, u64> = HashMap::new();
+    let mut by_artist: HashMap<&str, u64, ahash::RandomState> = HashMap::default();
     for (streams, artist) in songs {
         if !artist.is_empty() {
             *by_artist.entry(artist).or_default() += streams;
