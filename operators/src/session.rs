@@ -316,6 +316,10 @@ mod tests {
         let mut out = Vec::new();
         for ((user, session), mut times) in by_key {
             times.sort_unstable();
+            let finish =
+                |out: &mut Vec<Flat>, (start, end, events, plays): (i64, i64, u64, u64)| {
+                    out.push((user.clone(), session.clone(), start, end, events, plays));
+                };
             let mut current: Option<(i64, i64, u64, u64)> = None;
             for (t, play) in times {
                 current = match current {
@@ -323,28 +327,14 @@ mod tests {
                         Some((start, t, events + 1, plays + u64::from(play)))
                     }
                     Some(done) => {
-                        out.push((
-                            user.clone(),
-                            session.clone(),
-                            done.0,
-                            done.1,
-                            done.2,
-                            done.3,
-                        ));
+                        finish(&mut out, done);
                         Some((t, t, 1, u64::from(play)))
                     }
                     None => Some((t, t, 1, u64::from(play))),
                 };
             }
             if let Some(done) = current {
-                out.push((
-                    user.clone(),
-                    session.clone(),
-                    done.0,
-                    done.1,
-                    done.2,
-                    done.3,
-                ));
+                finish(&mut out, done);
             }
         }
         out.sort();
