@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use downbeat_operators::window::pane_ms;
 use downbeat_operators::{
-    AggregatorConfig, OutlierConfig, OutlierError, TrendingConfig, TrendingError, WindowSpec,
+    AggregatorConfig, OutlierConfig, OutlierError, SessionConfig, TrendingConfig, TrendingError,
+    WindowSpec,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -204,12 +205,17 @@ pub struct MemoryConfig {
     /// records carry (`top_songs_max_undercount`). Everything else the
     /// engine holds is bounded on its own (see the README's memory budget).
     pub song_state_mib: u64,
+    /// Open listening sessions (default 64 MiB, about 250,000 sessions).
+    /// Beyond, the session due to close first is closed early and written
+    /// with `"evicted": true`. With Kafka, divided by the topic's partitions.
+    pub session_state_mib: u64,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
             song_state_mib: 128,
+            session_state_mib: 64,
         }
     }
 }
@@ -246,6 +252,9 @@ pub struct OutputConfig {
     pub emit_windows: Option<String>,
     /// Keep every refused or late line, verbatim, in this file.
     pub rejects: Option<String>,
+    /// Write every closed listening session as a JSON line here (`-` for
+    /// stdout).
+    pub emit_sessions: Option<String>,
 }
 
 /// The whole configuration file.
@@ -265,6 +274,8 @@ pub struct Config {
     pub trending: TrendingConfig,
     /// Input limits.
     pub input: InputConfig,
+    /// Listening sessions.
+    pub sessions: SessionConfig,
     /// Memory budget.
     pub memory: MemoryConfig,
     /// HTTP server.
@@ -310,6 +321,15 @@ impl Config {
                 "must be between 1 and 1048576",
             ));
         }
+        if self.memory.session_state_mib == 0 || self.memory.session_state_mib > 1 << 20 {
+            return Err(invalid(
+                "memory.session_state_mib",
+                "must be between 1 and 1048576",
+            ));
+        }
+        self.sessions
+            .validate()
+            .map_err(|error| invalid("sessions.gap_ms", error.to_string()))?;
         Ok(())
     }
 
@@ -545,6 +565,9 @@ impl Config {
             max_field_bytes: self.input.max_field_bytes,
             outliers: self.input.outliers,
             max_future_ms: self.input.max_future_ms as i64,
+            sessions: Some(self.sessions.clone()),
+            session_state_bytes: usize::try_from(self.memory.session_state_mib << 20)
+                .unwrap_or(usize::MAX),
         })
     }
 }

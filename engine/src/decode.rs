@@ -98,6 +98,44 @@ pub struct Listen<'a> {
     pub dims: Dimensions,
     /// Listening time, when given and sensible.
     pub duration_ms: Option<u32>,
+    /// The session id (`sessionId`), when the record has one.
+    pub session_id: Option<SessionId<'a>>,
+}
+
+/// A valid event that is not a stream, as far as sessions need it: it has
+/// a user id and a timestamp in range.
+#[derive(Debug, PartialEq)]
+pub struct Activity<'a> {
+    /// Event time, epoch ms.
+    pub time_ms: i64,
+    /// The user id (not empty).
+    pub user: UserKey<'a>,
+    /// The session id (`sessionId`), when the record has one.
+    pub session_id: Option<SessionId<'a>>,
+}
+
+/// A `sessionId`: an integer (EventSim's) or a string.
+#[derive(Debug, PartialEq)]
+pub enum SessionId<'a> {
+    /// Given as an integer.
+    Number(i64),
+    /// Given as a string (unescaped).
+    Text(Cow<'a, str>),
+}
+
+impl SessionId<'_> {
+    /// Its JSON text (`5132`, `"abc"`), appended to `out`: how sessions key
+    /// and write it back.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            SessionId::Number(n) => {
+                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+            }
+            SessionId::Text(text) => {
+                serde_json::to_writer(out, &**text).expect("a string serializes into a Vec");
+            }
+        }
+    }
 }
 
 /// What one line turned out to be.
@@ -105,8 +143,10 @@ pub struct Listen<'a> {
 pub enum Decoded<'a> {
     /// A stream to count.
     Play(Listen<'a>),
-    /// A valid event that is not a play (EventSim pages other than NextSong).
-    NotAStream,
+    /// A valid event that is not a play (EventSim pages other than NextSong),
+    /// with what sessions need of it when it has a user and a timestamp in
+    /// range.
+    NotAStream(Option<Activity<'a>>),
     /// Refused, with the reason.
     Rejected(RejectReason),
 }
@@ -175,6 +215,7 @@ struct Record<'a> {
     state: Option<Text<'a>>,
     /// Raw JSON text (escapes kept), and whether it has `\u` escapes.
     user_agent: Option<(&'a str, bool)>,
+    session_id: Option<SessionId<'a>>,
     /// A known key held a value of the wrong type.
     wrong_type: bool,
 }
@@ -196,6 +237,7 @@ enum Field {
     Location,
     State,
     UserAgent,
+    SessionId,
 }
 
 impl Field {
@@ -220,6 +262,7 @@ impl Field {
             8 if key == b"location" => Field::Location,
             9 if key == b"userAgent" => Field::UserAgent,
             9 if key == b"timestamp" => Field::Timestamp,
+            9 if key == b"sessionId" => Field::SessionId,
             _ => return None,
         };
         Some(field)
@@ -256,6 +299,15 @@ fn time_value(value: Scalar<'_>) -> Result<Option<Timestamp>, WrongType> {
     }
 }
 
+fn session_value(value: Scalar<'_>) -> Result<Option<SessionId<'_>>, WrongType> {
+    match value {
+        Scalar::Str(text) => Ok(Some(SessionId::Text(text))),
+        Scalar::Int(n) => Ok(Some(SessionId::Number(n))),
+        Scalar::Null => Ok(None),
+        _ => Err(WrongType),
+    }
+}
+
 fn user_value(value: Scalar<'_>) -> Result<Option<UserKey<'_>>, WrongType> {
     match value {
         Scalar::Str(text) => Ok(Some(UserKey::Text(text))),
@@ -272,7 +324,7 @@ impl<'a> Fields<'a> for Record<'a> {
     const EXPECTED: &'static [ExpectedKey<Field>] = &[
         ExpectedKey::new("ts", Some((Field::Ts, Want::Scalar))),
         ExpectedKey::new("userId", Some((Field::UserIdCamel, Want::Scalar))),
-        ExpectedKey::new("sessionId", None),
+        ExpectedKey::new("sessionId", Some((Field::SessionId, Want::Scalar))),
         ExpectedKey::new("page", Some((Field::Page, Want::Scalar))),
         ExpectedKey::new("auth", None),
         ExpectedKey::new("method", None),
@@ -335,6 +387,7 @@ impl<'a> Record<'a> {
             Field::Gender => self.gender = text_value(value)?,
             Field::Location => self.location = text_value(value)?,
             Field::State => self.state = text_value(value)?,
+            Field::SessionId => self.session_id = session_value(value)?,
             Field::UserAgent => {
                 // A string comes raw; anything else must be null.
                 text_value(value)?;
@@ -385,19 +438,14 @@ fn state_from_location(location: &str) -> UsState {
 }
 
 impl<'a> Record<'a> {
-    fn into_decoded(self, bounds: Limits) -> Decoded<'a> {
+    fn into_decoded(mut self, bounds: Limits) -> Decoded<'a> {
         if let Some(page) = &self.page {
             if page.0 != "NextSong" {
-                return Decoded::NotAStream;
+                return Decoded::NotAStream(self.activity(bounds));
             }
         }
         let long_field = self.has_long_field(bounds.max_field_bytes);
-        let simple = self.page.is_none() && self.ts.is_none();
-        let (time, user) = if simple {
-            (self.timestamp, self.user_id_snake.or(self.user_id_camel))
-        } else {
-            (self.ts, self.user_id_camel.or(self.user_id_snake))
-        };
+        let (time, user) = self.time_and_user();
         let Some(Timestamp(time_ms)) = time else {
             return Decoded::Rejected(RejectReason::MissingTimestamp);
         };
@@ -434,6 +482,40 @@ impl<'a> Record<'a> {
             song,
             dims,
             duration_ms: self.length.or(self.duration).and_then(seconds_to_ms),
+            session_id: self.session_id,
+        })
+    }
+
+    /// The event's time and user, by its format: the simple format's keys
+    /// first when it has neither `page` nor `ts`, EventSim's otherwise.
+    fn time_and_user(&mut self) -> (Option<Timestamp>, Option<UserKey<'a>>) {
+        let simple = self.page.is_none() && self.ts.is_none();
+        if simple {
+            (
+                self.timestamp.take(),
+                self.user_id_snake.take().or(self.user_id_camel.take()),
+            )
+        } else {
+            (
+                self.ts.take(),
+                self.user_id_camel.take().or(self.user_id_snake.take()),
+            )
+        }
+    }
+
+    /// What sessions need of a non-stream event: none without a user or
+    /// with a timestamp missing or out of range.
+    fn activity(mut self, bounds: Limits) -> Option<Activity<'a>> {
+        let (Some(Timestamp(time_ms)), Some(user)) = self.time_and_user() else {
+            return None;
+        };
+        if time_ms < bounds.min_ms || time_ms > bounds.max_ms || user.is_empty() {
+            return None;
+        }
+        Some(Activity {
+            time_ms,
+            user,
+            session_id: self.session_id,
         })
     }
 }
@@ -480,6 +562,14 @@ pub enum UserKey<'a> {
 }
 
 impl UserKey<'_> {
+    /// Its text (an integer in decimal), appended to `out`.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        match self {
+            UserKey::Text(text) => out.extend_from_slice(text.as_bytes()),
+            UserKey::Number(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        }
+    }
+
     /// The stable hash used for distinct-user counts.
     pub fn hash(&self) -> u64 {
         match self {
@@ -572,7 +662,16 @@ mod tests {
     #[test]
     fn other_pages_are_events_but_not_streams() {
         let line = r#"{"ts":1513720872284,"userId":"","page":"Home","auth":"Logged Out"}"#;
-        assert_eq!(decode(line.as_bytes(), BOUNDS), Decoded::NotAStream);
+        assert_eq!(decode(line.as_bytes(), BOUNDS), Decoded::NotAStream(None));
+        let line = r#"{"ts":1513720872284,"userId":"7","sessionId":12,"page":"Home"}"#;
+        assert_eq!(
+            decode(line.as_bytes(), BOUNDS),
+            Decoded::NotAStream(Some(Activity {
+                time_ms: 1513720872284,
+                user: UserKey::Text("7".into()),
+                session_id: Some(SessionId::Number(12)),
+            }))
+        );
     }
 
     #[test]
@@ -589,6 +688,38 @@ mod tests {
         assert_eq!(l.dims.state.label(), "TX");
         assert_eq!(l.dims.device, Device::Unknown);
         assert_eq!(l.duration_ms, Some(268_100));
+    }
+
+    /// `sessionId` is an integer or a string (kept as JSON text for the
+    /// session records); any other type is a wrong type, as for every key
+    /// downbeat reads.
+    #[test]
+    fn session_ids_are_integers_or_strings() {
+        let id = |value: &str| {
+            let line = format!(
+                r#"{{"ts":1700000000000,"userId":"1","sessionId":{value},"page":"NextSong","song":"S"}}"#
+            );
+            match decode(line.as_bytes(), BOUNDS) {
+                Decoded::Play(listen) => listen.session_id.map(|id| {
+                    let mut text = Vec::new();
+                    id.write_json(&mut text);
+                    String::from_utf8(text).unwrap()
+                }),
+                other => panic!("{value}: {other:?}"),
+            }
+        };
+        assert_eq!(id("5132").as_deref(), Some("5132"));
+        assert_eq!(id(r#""a\"b""#).as_deref(), Some(r#""a\"b""#));
+        assert_eq!(id("null"), None);
+        for wrong in ["1.5", "true", "[1]", "{}"] {
+            let line =
+                format!(r#"{{"ts":1700000000000,"userId":"1","sessionId":{wrong},"page":"Home"}}"#);
+            assert_eq!(
+                rejected(line.as_bytes()),
+                RejectReason::WrongType,
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use downbeat_operators::{user_hash, Device, Dimensions, Gender, Level, UsState};
 
-use crate::decode::{Decoded, Limits, RejectReason};
+use crate::decode::{Decoded, Limits, RejectReason, SessionId};
 
 /// What `decode` returns, owned, for comparing with the reference.
 #[derive(Debug, PartialEq)]
@@ -17,8 +17,11 @@ pub enum Owned {
         song: String,
         dims: Dimensions,
         duration_ms: Option<u32>,
+        session_id: Option<String>,
     },
-    NotAStream,
+    /// (time, user id text, session id JSON text) when it has a user and a
+    /// timestamp in range.
+    NotAStream(Option<(i64, String, Option<String>)>),
     Rejected(RejectReason),
 }
 
@@ -31,10 +34,25 @@ pub fn owned(decoded: Decoded<'_>) -> Owned {
             song: l.song.into_owned(),
             dims: l.dims,
             duration_ms: l.duration_ms,
+            session_id: l.session_id.as_ref().map(session_json),
         },
-        Decoded::NotAStream => Owned::NotAStream,
+        Decoded::NotAStream(activity) => Owned::NotAStream(activity.map(|a| {
+            let mut user = Vec::new();
+            a.user.write_text(&mut user);
+            (
+                a.time_ms,
+                String::from_utf8(user).unwrap(),
+                a.session_id.as_ref().map(session_json),
+            )
+        })),
         Decoded::Rejected(reason) => Owned::Rejected(reason),
     }
+}
+
+fn session_json(id: &SessionId<'_>) -> String {
+    let mut text = Vec::new();
+    id.write_json(&mut text);
+    String::from_utf8(text).unwrap()
 }
 
 /// The members of a JSON object in order, duplicates included.
@@ -92,7 +110,7 @@ pub fn reference(line: &[u8], bounds: Limits) -> Owned {
     for (key, value) in &entries {
         let ok = match key.as_str() {
             "ts" | "timestamp" | "length" | "duration" => value.is_number() || value.is_null(),
-            "userId" | "user_id" => {
+            "userId" | "user_id" | "sessionId" => {
                 value.is_string() || integer(value).is_some() || value.is_null()
             }
             "page" | "song" | "artist" | "level" | "gender" | "location" | "state"
@@ -117,30 +135,42 @@ pub fn reference(line: &[u8], bounds: Limits) -> Owned {
             }
         })
     };
+    // (empty, hash, text) of a user id.
     let user = |key: &str| {
         get(key).map(|v| match v {
-            J::String(s) => (s.is_empty(), user_hash(s.as_bytes())),
-            _ => (false, user_hash(integer(v).unwrap().to_string().as_bytes())),
+            J::String(s) => (s.is_empty(), user_hash(s.as_bytes()), s.clone()),
+            _ => {
+                let text = integer(v).unwrap().to_string();
+                (false, user_hash(text.as_bytes()), text)
+            }
         })
     };
-    if let Some(page) = string("page") {
-        if page != "NextSong" {
-            return Owned::NotAStream;
-        }
-    }
+    let session_id = get("sessionId").map(|v| match v {
+        J::String(s) => serde_json::to_string(s).unwrap(),
+        _ => integer(v).unwrap().to_string(),
+    });
     let simple = get("page").is_none() && get("ts").is_none();
     let (time, user) = if simple {
         (time("timestamp"), user("user_id").or(user("userId")))
     } else {
         (time("ts"), user("userId").or(user("user_id")))
     };
+    if let Some(page) = string("page") {
+        if page != "NextSong" {
+            let in_range = |t: &i64| (bounds.min_ms..=bounds.max_ms).contains(t);
+            return Owned::NotAStream(match (time.filter(in_range), user) {
+                (Some(t), Some((false, _, text))) => Some((t, text, session_id)),
+                _ => None,
+            });
+        }
+    }
     let Some(time_ms) = time else {
         return Owned::Rejected(RejectReason::MissingTimestamp);
     };
     if time_ms < bounds.min_ms || time_ms > bounds.max_ms {
         return Owned::Rejected(RejectReason::TimestampOutOfRange);
     }
-    let Some((false, user)) = user else {
+    let Some((false, user, _)) = user else {
         return Owned::Rejected(RejectReason::MissingUser);
     };
     let Some(song) = string("song") else {
@@ -182,5 +212,6 @@ pub fn reference(line: &[u8], bounds: Limits) -> Owned {
             gender: Gender::parse(&or_empty("gender")),
         },
         duration_ms: seconds.map(|s| (s * 1000.0).round() as u32),
+        session_id,
     }
 }

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use downbeat_operators::WindowResult;
+use downbeat_operators::{ClosedSession, WindowResult};
 
 use crate::metrics::Metrics;
 use crate::output::now_ms;
 use crate::pipeline::Pipeline;
 use crate::sink::api::ServerState;
-use crate::sink::{ClosedWindow, Sink, TrendingWindow};
+use crate::sink::{ClosedWindow, Sink, TrendingWindow, Written};
 use crate::source::{Batch, Ingest, Persisted, Pumped, Source, SourceError};
 
 /// How the loop treats time and the end of input.
@@ -75,6 +75,7 @@ pub struct Driver {
     server: Option<Arc<ServerState>>,
     mode: Mode,
     closed: Vec<WindowResult>,
+    sessions: Vec<ClosedSession>,
     close_latency: hdrhistogram::Histogram<u64>,
     failed: Option<DriverError>,
 }
@@ -95,6 +96,7 @@ impl Driver {
             server,
             mode,
             closed: Vec::new(),
+            sessions: Vec::new(),
             close_latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
                 .expect("valid bounds"),
             failed: None,
@@ -242,6 +244,7 @@ impl Ingest for Driver {
             }
         }
         self.closed = closed;
+        self.publish_sessions();
         self.publish_partials();
         self.publish_trending();
         for index in 0..self.sinks.len() {
@@ -266,13 +269,17 @@ impl Ingest for Driver {
         self.pipeline.flush_counters();
         let mut persisted = Persisted {
             emitted_bytes: None,
+            emitted_session_bytes: None,
             counters: self.metrics.counter_snapshot(),
             failed: None,
             pending: None,
         };
         for index in 0..self.sinks.len() {
             match self.sinks[index].persist() {
-                Ok(Some(bytes)) => persisted.emitted_bytes = Some(bytes),
+                Ok(Some(Written::Windows(bytes))) => persisted.emitted_bytes = Some(bytes),
+                Ok(Some(Written::Sessions(bytes))) => {
+                    persisted.emitted_session_bytes = Some(bytes);
+                }
                 Ok(None) => {}
                 // Slow, not lost: the producer keeps retrying until its own
                 // delivery timeout, which reports a failure if it comes.
@@ -314,6 +321,23 @@ impl Driver {
                 self.sink_failed(name, error);
             }
         }
+    }
+
+    /// Listening sessions closed since the last publish: to the sinks.
+    fn publish_sessions(&mut self) {
+        self.pipeline.take_closed_sessions(&mut self.sessions);
+        if self.sessions.is_empty() {
+            return;
+        }
+        let sessions = std::mem::take(&mut self.sessions);
+        for index in 0..self.sinks.len() {
+            if let Err(error) = self.sinks[index].sessions(&sessions) {
+                let name = self.sinks[index].name();
+                self.sink_failed(name, error);
+            }
+        }
+        self.sessions = sessions;
+        self.sessions.clear();
     }
 
     /// The trend detector scored a tumbling window: to the sinks.

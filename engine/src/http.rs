@@ -136,6 +136,7 @@ pub fn route(state: &ServerState, asked: &Asked<'_>) -> Response<Full<Bytes>> {
             Err(why) => bad_request(&why),
         },
         "/api/v1/stats" => live_json(state.stats_json()),
+        "/api/v1/sessions" => live_json(state.sessions_json()),
         "/api/v1/trending" => {
             let trending = state.trending.read().unwrap_or_else(|e| e.into_inner());
             live_json(trending.clone())
@@ -320,6 +321,7 @@ mod tests {
         for path in [
             "/api/v1/trending",
             "/api/v1/stats",
+            "/api/v1/sessions",
             "/api/v1/windows/history",
         ] {
             let response = get(&state, path);

@@ -16,7 +16,7 @@ use crate::output::{now_ms, open_writer, refuse_same_file};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::sink::api::{ApiSink, ServerState};
-use crate::sink::emit::EmitSink;
+use crate::sink::emit::{EmitSink, Records};
 use crate::sink::metrics::MetricsSink;
 use crate::sink::partials::PartialsSink;
 use crate::sink::Sink;
@@ -31,12 +31,13 @@ const TICK: Duration = Duration::from_millis(200);
 const KAFKA_TICK: Duration = Duration::from_millis(100);
 
 /// Metrics, the API, the partials topic (Kafka with `kafka.partials_topic`)
-/// and `--emit-windows` (resumed at `emit_resume_bytes` with Kafka).
+/// `--emit-windows` and `--emit-sessions` (resumed where the last checkpoint
+/// left them, with Kafka).
 fn live_sinks(
     config: &Config,
     metrics: &Arc<Metrics>,
     state: &Arc<ServerState>,
-    emit_resume_bytes: Option<u64>,
+    resume: ResumeBytes,
 ) -> anyhow::Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(MetricsSink(Arc::clone(metrics))),
@@ -47,12 +48,26 @@ fn live_sinks(
     }
     if let Some(path) = config.output.emit_windows.as_deref() {
         let emit = match config.source.kind {
-            SourceKind::Kafka => EmitSink::resume(path, emit_resume_bytes)?,
+            SourceKind::Kafka => EmitSink::resume(path, resume.windows)?,
             _ => EmitSink::create(path)?,
         };
         sinks.push(Box::new(emit));
     }
+    if let Some(path) = config.output.emit_sessions.as_deref() {
+        let emit = match config.source.kind {
+            SourceKind::Kafka => EmitSink::resume_for(Records::Sessions, path, resume.sessions)?,
+            _ => EmitSink::create_for(Records::Sessions, path)?,
+        };
+        sinks.push(Box::new(emit));
+    }
     Ok(sinks)
+}
+
+/// How much of each output file the last checkpoint covers (Kafka).
+#[derive(Clone, Copy, Debug, Default)]
+struct ResumeBytes {
+    windows: Option<u64>,
+    sessions: Option<u64>,
 }
 
 /// Run until SIGINT/SIGTERM. Fails before reading any event if the
@@ -66,6 +81,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let outputs = [
             ("--emit-windows", config.output.emit_windows.as_deref()),
             ("--rejects", config.output.rejects.as_deref()),
+            ("--emit-sessions", config.output.emit_sessions.as_deref()),
         ];
         refuse_same_file(input, &outputs)?;
     }
@@ -75,7 +91,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let pipeline = Pipeline::new(pipeline_config, &metrics, rejects, now_ms())?;
     let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
-    let mut emit_resume_bytes = None;
+    let mut resume = ResumeBytes::default();
     let (mut source, tick): (Box<dyn Source>, Duration) = match config.source.kind {
         SourceKind::Generator => {
             let generator = Generator::new(&config.generator);
@@ -93,7 +109,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             let recovery = Recovery::open(&config.kafka, &replica)?;
             if let Some(own) = &recovery.own {
                 metrics.restore_counters(&own.counters);
-                emit_resume_bytes = own.emitted_bytes;
+                resume = ResumeBytes {
+                    windows: own.emitted_bytes,
+                    sessions: own.emitted_session_bytes,
+                };
                 tracing::info!(
                     replica,
                     partitions = own.partitions.len(),
@@ -118,7 +137,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             (Box::new(source), KAFKA_TICK)
         }
     };
-    let sinks = live_sinks(&config, &metrics, &state, emit_resume_bytes)?;
+    let sinks = live_sinks(&config, &metrics, &state, resume)?;
     let service = Service::start(&config.http, Arc::clone(&state))?;
     let mut driver = Driver::new(pipeline, sinks, metrics, Some(state), Mode::Live { tick });
     let result = driver.run(source.as_mut(), &service.stop);

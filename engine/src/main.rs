@@ -117,6 +117,10 @@ struct RunArgs {
     /// Also write every closed window as a JSON line to PATH (`-` = stdout).
     #[arg(long, env = "DOWNBEAT_EMIT_WINDOWS")]
     emit_windows: Option<String>,
+    /// Also write every closed listening session as a JSON line to PATH
+    /// (`-` = stdout).
+    #[arg(long, env = "DOWNBEAT_EMIT_SESSIONS")]
+    emit_sessions: Option<String>,
     /// Event source.
     #[arg(long, value_enum, env = "DOWNBEAT_SOURCE")]
     source: Option<SourceKind>,
@@ -263,6 +267,10 @@ struct ReplayArgs {
     /// Where window results go (`-` = stdout).
     #[arg(long, default_value = "-")]
     output: String,
+    /// Also build listening sessions and write each closed one as a JSON
+    /// line here (`-` = stdout).
+    #[arg(long)]
+    sessions: Option<String>,
     /// Threads that decode input (0 = one per core, 1 = inline).
     #[arg(long, env = "DOWNBEAT_DECODE_THREADS")]
     decode_threads: Option<usize>,
@@ -360,6 +368,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(path) = args.emit_windows {
         config.output.emit_windows = Some(path);
     }
+    if let Some(path) = args.emit_sessions {
+        config.output.emit_sessions = Some(path);
+    }
     if let Some(source) = args.source {
         config.source.kind = source;
     }
@@ -409,6 +420,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     if let Some(threads) = args.decode_threads {
         config.input.decode_threads = threads;
+    }
+    if let Some(path) = args.sessions {
+        config.output.emit_sessions = Some(path);
     }
     config.validate()?;
     let summary = downbeat::replay::replay(&config, &args.input, &args.output)?;

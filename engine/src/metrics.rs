@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use downbeat_operators::{
-    ArtistCount, Device, Gender, Level, SongCount, Trending, UsState, WindowResult,
+    ArtistCount, ClosedSession, Device, Gender, Level, SongCount, Trending, UsState, WindowResult,
 };
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -22,11 +22,24 @@ use prometheus::{
 
 use crate::decode::RejectReason;
 use crate::hdr_summary::HdrSummary;
+use crate::pipeline::SessionSkip;
 
 /// Bucket bounds of the listening-duration histogram, in seconds.
 const DURATION_BUCKETS_SECS: [f64; 16] = [
     30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0, 270.0, 300.0, 360.0, 420.0, 600.0, 900.0,
     1800.0, 3600.0,
+];
+
+/// Bucket bounds of the session duration histogram, in seconds (1 minute
+/// to 8 hours).
+const SESSION_DURATION_BUCKETS_SECS: [f64; 14] = [
+    60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0,
+    14400.0, 28800.0,
+];
+
+/// Bucket bounds of the plays-per-session histogram.
+const SESSION_PLAYS_BUCKETS: [f64; 12] = [
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 200.0, 500.0,
 ];
 
 /// All exported series. Shared by the pipeline thread and the HTTP server.
@@ -67,6 +80,13 @@ pub struct Metrics {
     song_state_bytes: IntGauge,
     song_reductions: IntCounter,
     top_songs_max_undercount: IntGaugeVec,
+    sessions_closed: IntCounter,
+    sessions_evicted: IntCounter,
+    session_duration: Histogram,
+    session_plays: Histogram,
+    open_sessions: IntGauge,
+    session_state_bytes: IntGauge,
+    session_skipped: IntCounterVec,
     /// Latest top songs and artists per window label, to rebuild the rank
     /// series.
     leaderboards: Mutex<BTreeMap<String, Leaderboards>>,
@@ -165,11 +185,35 @@ impl Metrics {
             song_state_bytes: register(&r, IntGauge::new("downbeat_song_state_bytes", "Bytes charged for song names and counts in the panes held (each pane within memory.song_state_mib over the panes held).").expect("valid metric")),
             song_reductions: counter(&r, "downbeat_song_count_reductions_total", "Times a pane's song counts passed its share of the memory budget and were reduced to a heavy-hitters summary."),
             top_songs_max_undercount: int_gauge_vec(&r, "downbeat_window_top_songs_max_undercount", "0 while the latest closed window's song counts are exact; beyond the memory budget, how far below the truth any song count may be.", &["window"]),
+            sessions_closed: counter(&r, "downbeat_sessions_closed_total", "Listening sessions closed (the watermark passed their last event plus sessions.gap_ms, or the input ended)."),
+            sessions_evicted: counter(&r, "downbeat_sessions_evicted_total", "Sessions closed before their gap passed, to keep open sessions within memory.session_state_mib."),
+            session_duration: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("downbeat_session_duration_seconds", "Length of closed sessions: last event time minus first.")
+                        .buckets(SESSION_DURATION_BUCKETS_SECS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            session_plays: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("downbeat_session_plays", "Streams per closed session.")
+                        .buckets(SESSION_PLAYS_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            open_sessions: register(&r, IntGauge::new("downbeat_open_sessions", "Sessions open (not yet closed by the watermark).").expect("valid metric")),
+            session_state_bytes: register(&r, IntGauge::new("downbeat_session_state_bytes", "Bytes charged for open sessions (budget memory.session_state_mib).").expect("valid metric")),
+            session_skipped: counter_vec(&r, "downbeat_session_events_skipped_total", "Valid events left out of sessions, by reason (late: a non-stream event behind the watermark; field_too_long: user or session id over input.max_field_bytes).", &["reason"]),
             leaderboards: Mutex::new(BTreeMap::new()),
             registry: r,
         };
         for reason in RejectReason::ALL {
             metrics.rejected.with_label_values(&[reason.label()]);
+        }
+        for reason in SessionSkip::ALL {
+            metrics.session_skipped.with_label_values(&[reason.label()]);
         }
         metrics
     }
@@ -213,13 +257,17 @@ impl Metrics {
             ),
             gender: locals(&self.by_gender, &mut Gender::ALL.iter().map(|g| g.label())),
             listening: self.listening.local(),
+            session_skipped: locals(
+                &self.session_skipped,
+                &mut SessionSkip::ALL.iter().map(|r| r.label()),
+            ),
         }
     }
 
     /// Counters that a checkpoint keeps, each keyed by its own series name.
     /// The listening histogram is left out: the client library cannot
     /// restore its buckets.
-    fn checkpointed_counters(&self) -> [CounterRef<'_>; 9] {
+    fn checkpointed_counters(&self) -> [CounterRef<'_>; 12] {
         [
             CounterRef::One(&self.events),
             CounterRef::One(&self.streams),
@@ -230,6 +278,9 @@ impl Metrics {
             CounterRef::Vec(&self.by_state),
             CounterRef::Vec(&self.by_gender),
             CounterRef::Vec(&self.windows_emitted),
+            CounterRef::One(&self.sessions_closed),
+            CounterRef::One(&self.sessions_evicted),
+            CounterRef::Vec(&self.session_skipped),
         ]
     }
 
@@ -415,6 +466,24 @@ impl Metrics {
         }
     }
 
+    /// `downbeat_open_sessions`.
+    pub fn open_sessions(&self) -> i64 {
+        self.open_sessions.get()
+    }
+
+    /// Sessions closed: count them and observe their length and plays.
+    pub fn on_sessions(&self, sessions: &[ClosedSession]) {
+        for session in sessions {
+            self.sessions_closed.inc();
+            if session.evicted {
+                self.sessions_evicted.inc();
+            }
+            let seconds = (session.end_ms - session.start_ms) as f64 / 1000.0;
+            self.session_duration.observe(seconds);
+            self.session_plays.observe(session.plays as f64);
+        }
+    }
+
     /// Record how long publishing closed windows took after the close began.
     pub fn record_close_latency(&self, latency: std::time::Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
@@ -440,6 +509,12 @@ impl Metrics {
                 .song_reductions
                 .saturating_sub(self.song_reductions.get()),
         );
+        if let Some(sessions) = progress.sessions {
+            self.open_sessions
+                .set(i64::try_from(sessions.open).unwrap_or(i64::MAX));
+            self.session_state_bytes
+                .set(i64::try_from(sessions.state_bytes).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -499,6 +574,17 @@ pub struct Progress {
     pub song_state_bytes: usize,
     /// Pane song-count reductions so far.
     pub song_reductions: u64,
+    /// Open sessions, when sessions are built.
+    pub sessions: Option<SessionProgress>,
+}
+
+/// The sessionizers' state, for the gauges.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionProgress {
+    /// Open sessions.
+    pub open: usize,
+    /// Bytes charged for them.
+    pub state_bytes: usize,
 }
 
 /// Unsynchronised per-thread counters (the prometheus crate's local
@@ -514,6 +600,7 @@ pub struct IngestMetrics {
     state: Vec<LocalIntCounter>,
     gender: Vec<LocalIntCounter>,
     listening: LocalHistogram,
+    session_skipped: Vec<LocalIntCounter>,
 }
 
 impl IngestMetrics {
@@ -548,6 +635,12 @@ impl IngestMetrics {
         self.late.inc();
     }
 
+    /// One valid event left out of sessions.
+    #[inline]
+    pub fn session_skipped(&mut self, reason: SessionSkip) {
+        self.session_skipped[reason as usize].inc();
+    }
+
     /// Publish everything counted since the last flush.
     pub fn flush(&mut self) {
         self.events.flush();
@@ -561,6 +654,7 @@ impl IngestMetrics {
             .chain(&mut self.device)
             .chain(&mut self.state)
             .chain(&mut self.gender)
+            .chain(&mut self.session_skipped)
         {
             counter.flush();
         }

@@ -9,15 +9,16 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, Dimensions, OutlierConfig, OutlierGuard, Partial, Play, SourceId, Trending,
+    AggregatorConfig, ClosedSession, Dimensions, OpenSession, OutlierConfig, OutlierGuard, Partial,
+    Play, SessionConfig, SessionError, SessionEvent, SessionKey, Sessionizer, SourceId, Trending,
     Verdict, WindowAggregator, WindowError, WindowId, WindowResult,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::decode::{decode, Decoded, Limits, RejectReason};
+use crate::decode::{decode, Decoded, Limits, RejectReason, SessionId, UserKey};
 use crate::lines::Line;
-use crate::metrics::{IngestMetrics, Metrics, Progress};
+use crate::metrics::{IngestMetrics, Metrics, Progress, SessionProgress};
 use crate::watermark::{Watermark, WatermarkConfig};
 
 /// Everything the pipeline needs to know, validated by the config module.
@@ -35,6 +36,10 @@ pub struct PipelineConfig {
     pub max_field_bytes: usize,
     /// Events far ahead of their stream wait for confirmation.
     pub outliers: OutlierConfig,
+    /// Listening sessions, when built (`run`; `replay --sessions`).
+    pub sessions: Option<SessionConfig>,
+    /// The open sessions' share of memory (`memory.session_state_mib`).
+    pub session_state_bytes: usize,
 }
 
 /// Why the pipeline could not be built.
@@ -43,6 +48,9 @@ pub enum PipelineError {
     /// The window configuration is inconsistent; fix the `[windows]` section.
     #[error("invalid windows: {0}")]
     Windows(#[from] WindowError),
+    /// The `[sessions]` section is wrong.
+    #[error("invalid sessions: {0}")]
+    Sessions(#[from] SessionError),
 }
 
 /// What happened to one line.
@@ -71,6 +79,92 @@ pub struct ParseSettings {
     /// Hashes (artist, song) for the interner, so that work can happen on a
     /// decode thread.
     pub song_hasher: ahash::RandomState,
+    /// Keep each event's user and session id for the sessionizer.
+    pub sessions: bool,
+}
+
+/// What the sessionizer needs of an event: its user id and session id, as
+/// ranges of the names buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum SessionRef {
+    /// Sessions are not built.
+    Off,
+    /// The user id or the session id is longer than `input.max_field_bytes`:
+    /// the event is left out of sessions (and counted).
+    TooLong,
+    /// The user id's text and the session id's JSON text.
+    Key {
+        /// The user id (an integer in decimal).
+        user: (u32, u32),
+        /// The session id's JSON text, when the event has one.
+        session_id: Option<(u32, u32)>,
+    },
+}
+
+impl SessionRef {
+    /// Write `user` and `session_id` to `names` (when sessions are built).
+    fn push(
+        settings: &ParseSettings,
+        user: &UserKey<'_>,
+        session_id: Option<&SessionId<'_>>,
+        names: &mut Vec<u8>,
+    ) -> Self {
+        if !settings.sessions {
+            return SessionRef::Off;
+        }
+        let max = settings.bounds.max_field_bytes;
+        let start = names.len();
+        user.write_text(names);
+        let user_end = names.len();
+        let session_id = session_id.map(|id| {
+            id.write_json(names);
+            (user_end as u32, names.len() as u32)
+        });
+        let session_len = session_id.map_or(0, |(start, end)| (end - start) as usize);
+        if user_end - start > max || session_len > max {
+            names.truncate(start);
+            return SessionRef::TooLong;
+        }
+        SessionRef::Key {
+            user: (start as u32, user_end as u32),
+            session_id,
+        }
+    }
+
+    /// The byte range of `names` it covers, if any.
+    fn span(self) -> Option<(u32, u32)> {
+        match self {
+            SessionRef::Key { user, session_id } => {
+                Some((user.0, session_id.map_or(user.1, |s| s.1)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Its ranges moved `by` bytes back.
+    fn shifted(self, by: u32) -> Self {
+        match self {
+            SessionRef::Key { user, session_id } => SessionRef::Key {
+                user: (user.0 - by, user.1 - by),
+                session_id: session_id.map(|(a, b)| (a - by, b - by)),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A valid event that is not a stream, of a user, at a time in range.
+#[derive(Clone, Copy, Debug)]
+pub struct ParsedActivity {
+    time_ms: i64,
+    session: SessionRef,
+}
+
+impl ParsedActivity {
+    /// Event time.
+    pub fn time_ms(&self) -> i64 {
+        self.time_ms
+    }
 }
 
 /// A decoded stream that owns nothing: its names are ranges of a separate
@@ -84,6 +178,7 @@ pub struct ParsedPlay {
     song: (u32, u32),
     dims: Dimensions,
     duration_ms: Option<u32>,
+    session: SessionRef,
 }
 
 impl ParsedPlay {
@@ -93,8 +188,21 @@ impl ParsedPlay {
         Self {
             artist: (self.artist.0 - by, self.artist.1 - by),
             song: (self.song.0 - by, self.song.1 - by),
+            session: self.session.shifted(by),
             ..self
         }
+    }
+
+    /// The byte range of the names buffer its names cover.
+    fn span(&self) -> (u32, u32) {
+        let (mut start, mut end) = (
+            self.artist.0.min(self.song.0),
+            self.artist.1.max(self.song.1),
+        );
+        if let Some((a, b)) = self.session.span() {
+            (start, end) = (start.min(a), end.max(b));
+        }
+        (start, end)
     }
 
     /// Event time.
@@ -119,10 +227,22 @@ impl ParsedPlay {
 pub enum Parsed {
     /// A stream to count.
     Play(ParsedPlay),
-    /// A valid event that is not a play.
-    NotAStream,
+    /// A valid event that is not a play (with its user and time, when it
+    /// has them).
+    NotAStream(Option<ParsedActivity>),
     /// Refused.
     Rejected(RejectReason),
+}
+
+impl Parsed {
+    /// The event time of a play or of a non-stream event of a user.
+    pub fn time_ms(&self) -> Option<i64> {
+        match self {
+            Parsed::Play(play) => Some(play.time_ms),
+            Parsed::NotAStream(Some(activity)) => Some(activity.time_ms),
+            _ => None,
+        }
+    }
 }
 
 /// Decode one line; stream names are appended to `names`. Pure and
@@ -150,9 +270,22 @@ pub fn parse_line(line: &Line<'_>, settings: &ParseSettings, names: &mut Vec<u8>
                 song: push(&listen.song),
                 dims: listen.dims,
                 duration_ms: listen.duration_ms,
+                session: SessionRef::push(
+                    settings,
+                    &listen.user,
+                    listen.session_id.as_ref(),
+                    names,
+                ),
             })
         }
-        Decoded::NotAStream => Parsed::NotAStream,
+        Decoded::NotAStream(activity) => Parsed::NotAStream(
+            activity
+                .filter(|_| settings.sessions)
+                .map(|a| ParsedActivity {
+                    time_ms: a.time_ms,
+                    session: SessionRef::push(settings, &a.user, a.session_id.as_ref(), names),
+                }),
+        ),
         Decoded::Rejected(reason) => Parsed::Rejected(reason),
     }
 }
@@ -174,6 +307,9 @@ pub struct Totals {
     pub late: u64,
     /// Windows emitted.
     pub windows: u64,
+    /// Sessions closed (with sessions built).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
     /// Why refused lines could not all be kept in the rejects file (absent
     /// when they were, or when none is kept).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,10 +355,7 @@ pub struct HeldPlay {
 impl HeldPlay {
     /// `parsed`, owning its names (from `names`) and raw bytes.
     fn new(offset: i64, parsed: ParsedPlay, names: &[u8], raw: &[u8]) -> Self {
-        let (start, end) = (
-            parsed.artist.0.min(parsed.song.0),
-            parsed.artist.1.max(parsed.song.1),
-        );
+        let (start, end) = parsed.span();
         Self {
             offset,
             parsed: parsed.shifted(start),
@@ -297,6 +430,65 @@ pub struct InputProgress {
     pub idle: bool,
 }
 
+/// Why an event was left out of sessions (the `reason` label of
+/// `downbeat_session_events_skipped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSkip {
+    /// Behind the watermark: sessions it could have joined may be closed.
+    Late,
+    /// Its user id or session id is longer than `input.max_field_bytes`.
+    FieldTooLong,
+}
+
+impl SessionSkip {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [SessionSkip; 2] = [SessionSkip::Late, SessionSkip::FieldTooLong];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionSkip::Late => "late",
+            SessionSkip::FieldTooLong => "field_too_long",
+        }
+    }
+}
+
+/// The sessionizers: one for the single input, one per ordered input (a
+/// Kafka partition's sessions are its own, checkpointed with it).
+struct Sessions {
+    config: SessionConfig,
+    budget_bytes: usize,
+    single: Sessionizer,
+    inputs: HashMap<SourceId, Sessionizer>,
+    closed: Vec<ClosedSession>,
+}
+
+impl Sessions {
+    fn new(config: SessionConfig, budget_bytes: usize) -> Result<Self, SessionError> {
+        Ok(Self {
+            single: Sessionizer::new(&config, budget_bytes)?,
+            config,
+            budget_bytes,
+            inputs: HashMap::new(),
+            closed: Vec::new(),
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Sessionizer> {
+        std::iter::once(&self.single).chain(self.inputs.values())
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut Sessionizer> {
+        std::iter::once(&mut self.single).chain(self.inputs.values_mut())
+    }
+
+    /// A fresh sessionizer for one of `inputs` ordered inputs.
+    fn for_input(&self, inputs: usize) -> Sessionizer {
+        Sessionizer::new(&self.config, self.budget_bytes / inputs.max(1))
+            .expect("the config was validated with the pipeline")
+    }
+}
+
 /// The operator graph: decode, the single-input watermark, the windows.
 pub struct Pipeline {
     aggregator: WindowAggregator,
@@ -318,6 +510,7 @@ pub struct Pipeline {
     close_started: Option<Instant>,
     names: Vec<u8>,
     closed: Vec<WindowResult>,
+    sessions: Option<Sessions>,
 }
 
 impl Pipeline {
@@ -333,6 +526,11 @@ impl Pipeline {
             bounds: Limits::until(now_ms, config.max_future_ms, config.max_field_bytes),
             max_line_bytes: config.max_line_bytes,
             song_hasher: aggregator.song_hasher().clone(),
+            sessions: config.sessions.is_some(),
+        };
+        let sessions = match config.sessions {
+            Some(sessions) => Some(Sessions::new(sessions, config.session_state_bytes)?),
+            None => None,
         };
         Ok(Self {
             aggregator,
@@ -357,6 +555,7 @@ impl Pipeline {
             close_started: None,
             names: Vec::new(),
             closed: Vec::new(),
+            sessions,
         })
     }
 
@@ -385,7 +584,13 @@ impl Pipeline {
         self.ingest.event();
         let outcome = match parsed {
             Parsed::Play(stream) => self.count(stream, names, raw),
-            Parsed::NotAStream => Outcome::NotAStream,
+            Parsed::NotAStream(activity) => {
+                if let Some(activity) = activity {
+                    let late = self.behind_watermark(activity.time_ms);
+                    self.sessionize(None, activity.time_ms, activity.session, false, names, late);
+                }
+                Outcome::NotAStream
+            }
             Parsed::Rejected(reason) => Outcome::Rejected(reason),
         };
         self.tally(outcome, raw);
@@ -456,10 +661,75 @@ impl Pipeline {
             return Outcome::Late;
         }
         self.ingest.stream(stream.dims, stream.duration_ms);
+        if self.sessions.is_some() {
+            let late = self.behind_watermark(parsed.time_ms);
+            self.sessionize(None, parsed.time_ms, parsed.session, true, names, late);
+        }
         if let Some(watermark) = self.watermark.observe(stream.time_ms) {
             self.advance(watermark);
         }
         Outcome::Stream
+    }
+
+    /// The single input's watermark is past `time_ms`.
+    fn behind_watermark(&self, time_ms: i64) -> bool {
+        self.watermark.current_ms().is_some_and(|w| time_ms < w)
+    }
+
+    /// Add an event to the sessions of `input` (None: the single input);
+    /// `late`: behind its watermark.
+    fn sessionize(
+        &mut self,
+        input: Option<SourceId>,
+        time_ms: i64,
+        session: SessionRef,
+        play: bool,
+        names: &[u8],
+        late: bool,
+    ) {
+        let Some(sessions) = self.sessions.as_mut() else {
+            return;
+        };
+        let (user, session_id) = match session {
+            SessionRef::Off => return,
+            SessionRef::TooLong => {
+                self.ingest.session_skipped(SessionSkip::FieldTooLong);
+                return;
+            }
+            SessionRef::Key { user, session_id } => (user, session_id),
+        };
+        if late {
+            // A late stream is counted as late already.
+            if !play {
+                self.ingest.session_skipped(SessionSkip::Late);
+            }
+            return;
+        }
+        let text = |(start, end): (u32, u32)| {
+            let bytes = &names[start as usize..end as usize];
+            // SAFETY: written by `SessionRef::push` from a `&str` or JSON
+            // text (ASCII digits, or serde_json's string), so valid UTF-8.
+            debug_assert!(std::str::from_utf8(bytes).is_ok());
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        };
+        let event = SessionEvent {
+            time_ms,
+            user_id: text(user),
+            session_id: session_id.map(text),
+            play,
+        };
+        let inputs = self.input_count;
+        let sessionizer = match input {
+            None => &mut sessions.single,
+            Some(input) => {
+                if !sessions.inputs.contains_key(&input) {
+                    let fresh = sessions.for_input(inputs);
+                    sessions.inputs.insert(input, fresh);
+                }
+                sessions.inputs.get_mut(&input).expect("inserted")
+            }
+        };
+        sessionizer.add(event, &mut sessions.closed);
     }
 
     /// The stream of `parsed`, its song interned (names are in `names`).
@@ -495,11 +765,27 @@ impl Pipeline {
         }
     }
 
-    /// Count a record of `input` that is not a stream (refused, or not a play).
-    pub fn apply_from_input(&mut self, parsed: Parsed, raw: &[u8]) -> Outcome {
+    /// Count a record of `input` that is not a stream (refused, or not a
+    /// play); `late_in_input`: behind the input's watermark (see
+    /// [`Parsed::time_ms`]).
+    pub fn apply_from_input(
+        &mut self,
+        input: SourceId,
+        parsed: Parsed,
+        late_in_input: bool,
+        raw: &[u8],
+    ) -> Outcome {
         let names = std::mem::take(&mut self.names);
         let outcome = match parsed {
             Parsed::Play(_) => unreachable!("streams of an input go through count_from_input"),
+            Parsed::NotAStream(Some(activity)) => {
+                self.totals.lines += 1;
+                self.ingest.event();
+                let ParsedActivity { time_ms, session } = activity;
+                self.sessionize(Some(input), time_ms, session, false, &names, late_in_input);
+                self.tally(Outcome::NotAStream, raw);
+                Outcome::NotAStream
+            }
             other => self.apply(other, &names, raw),
         };
         self.names = names;
@@ -641,6 +927,14 @@ impl Pipeline {
         }
         self.totals.streams += 1;
         self.ingest.stream(stream.dims, stream.duration_ms);
+        self.sessionize(
+            Some(input),
+            parsed.time_ms,
+            parsed.session,
+            true,
+            names,
+            false,
+        );
         Outcome::Stream
     }
 
@@ -662,8 +956,15 @@ impl Pipeline {
         input: SourceId,
         emitted_through_ms: i64,
         outliers: Option<&OutlierSnapshot>,
+        sessions: Option<&[(SessionKey, OpenSession)]>,
     ) {
         self.aggregator.add_source(input, emitted_through_ms);
+        let inputs = self.input_count;
+        if let Some(state) = self.sessions.as_mut() {
+            let mut sessionizer = state.for_input(inputs);
+            sessionizer.restore(sessions.unwrap_or_default().to_vec());
+            state.inputs.insert(input, sessionizer);
+        }
         self.input_guards.remove(&input);
         if let Some(snapshot) = outliers {
             let guard = InputGuard {
@@ -681,11 +982,32 @@ impl Pipeline {
     pub fn share_song_budget(&mut self, inputs: usize) {
         self.input_count = inputs;
         self.aggregator.share_song_budget(inputs);
+        if let Some(sessions) = self.sessions.as_mut() {
+            let share = sessions.budget_bytes / inputs.max(1);
+            for sessionizer in sessions.inputs.values_mut() {
+                sessionizer.set_max_state_bytes(share);
+            }
+        }
+    }
+
+    /// The open sessions of `input`, for a checkpoint (None without sessions).
+    pub fn session_snapshot(&self, input: SourceId) -> Option<Vec<(SessionKey, OpenSession)>> {
+        let sessions = self.sessions.as_ref()?;
+        Some(
+            sessions
+                .inputs
+                .get(&input)
+                .map(Sessionizer::snapshot)
+                .unwrap_or_default(),
+        )
     }
 
     /// Give up `input`: drop its panes (another owner takes it over).
     pub fn close_input(&mut self, input: SourceId) {
         self.input_guards.remove(&input);
+        if let Some(sessions) = self.sessions.as_mut() {
+            sessions.inputs.remove(&input);
+        }
         self.input_progress.remove(&input);
         self.aggregator.remove_source(input);
     }
@@ -731,6 +1053,13 @@ impl Pipeline {
             .crosses_boundary(watermark_ms)
             .then(Instant::now);
         self.aggregator.advance(watermark_ms, &mut self.closed);
+        if let Some(sessions) = self.sessions.as_mut() {
+            let mut closed = std::mem::take(&mut sessions.closed);
+            for sessionizer in sessions.all_mut() {
+                sessionizer.advance(watermark_ms, &mut closed);
+            }
+            sessions.closed = closed;
+        }
         if self.closed.len() > before {
             self.totals.windows += (self.closed.len() - before) as u64;
             if let Some(started) = started {
@@ -790,13 +1119,34 @@ impl Pipeline {
     pub fn finish(&mut self) {
         self.flush_held();
         self.advance(i64::MAX);
+        if let Some(sessions) = self.sessions.as_mut() {
+            let mut closed = std::mem::take(&mut sessions.closed);
+            for sessionizer in sessions.all_mut() {
+                sessionizer.flush(&mut closed);
+            }
+            sessions.closed = closed;
+        }
         self.flush_rejects();
     }
 
-    /// True when windows closed since the last [`Pipeline::take_closed`].
+    /// True when windows or sessions closed since they were last taken.
     #[inline]
     pub fn has_closed(&self) -> bool {
-        !self.closed.is_empty()
+        !self.closed.is_empty() || self.sessions.as_ref().is_some_and(|s| !s.closed.is_empty())
+    }
+
+    /// The sessions closed since the last call, into `into`.
+    pub fn take_closed_sessions(&mut self, into: &mut Vec<ClosedSession>) {
+        if let Some(sessions) = self.sessions.as_mut() {
+            let closed = sessions.closed.len() as u64;
+            into.append(&mut sessions.closed);
+            *self.totals.sessions.get_or_insert(0) += closed;
+        }
+    }
+
+    /// True when sessions are built.
+    pub fn builds_sessions(&self) -> bool {
+        self.sessions.is_some()
     }
 
     /// The windows closed since the last call, in order, into `into`.
@@ -913,6 +1263,10 @@ impl Pipeline {
             interned_songs: self.aggregator.interned_songs(),
             song_state_bytes: self.aggregator.song_state_bytes(),
             song_reductions: self.aggregator.song_reductions(),
+            sessions: self.sessions.as_ref().map(|sessions| SessionProgress {
+                open: sessions.all().map(Sessionizer::open_sessions).sum(),
+                state_bytes: sessions.all().map(Sessionizer::state_bytes).sum(),
+            }),
         });
         self.flush_rejects();
     }

@@ -17,7 +17,8 @@ use crate::output::{now_ms, open_writer, refuse_same_file, SameFileError};
 use crate::pipeline::{Pipeline, PipelineError, Totals};
 use crate::process::peak_rss_bytes;
 use crate::service::stop_on_signal;
-use crate::sink::emit::EmitSink;
+use crate::sink::emit::{EmitSink, Records};
+use crate::sink::Sink;
 use crate::source::file::ReplaySource;
 use crate::source::SourceError;
 
@@ -118,9 +119,11 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         let path = path.to_owned();
         move |source| ReplayError::Output { path, source }
     };
+    let sessions = config.output.emit_sessions.as_deref();
     let outputs = [
         ("--output", Some(output)),
         ("--rejects", config.output.rejects.as_deref()),
+        ("--sessions", sessions),
     ];
     refuse_same_file(input, &outputs)?;
     let metrics = Arc::new(Metrics::new());
@@ -128,22 +131,32 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         Some(path) => Some(open_writer(path).map_err(output_error(path))?),
         None => None,
     };
-    let pipeline = Pipeline::new(config.pipeline()?, &metrics, rejects, now_ms())?;
+    let mut pipeline_config = config.pipeline()?;
+    if sessions.is_none() {
+        // Nobody reads them: skip the work.
+        pipeline_config.sessions = None;
+    }
+    let pipeline = Pipeline::new(pipeline_config, &metrics, rejects, now_ms())?;
     let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
     let mut source = ReplaySource::open(input, threads, cap, &pipeline.parse_settings())?;
     let windows = EmitSink::create(output).map_err(output_error(output))?;
-    let mut driver = Driver::new(
-        pipeline,
-        vec![Box::new(windows)],
-        metrics,
-        None,
-        Mode::Batch,
-    );
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(windows)];
+    if let Some(path) = sessions {
+        let sink = EmitSink::create_for(Records::Sessions, path).map_err(output_error(path))?;
+        sinks.push(Box::new(sink));
+    }
+    let mut driver = Driver::new(pipeline, sinks, metrics, None, Mode::Batch);
     let stop = stop_on_signal().map_err(|source| ReplayError::Signals { source })?;
     let ending = match driver.run(&mut source, &stop) {
         Ok(ending) => ending,
         Err(DriverError::Source(error)) => return Err(error.into()),
-        Err(DriverError::Sink { source, .. }) => return Err(output_error(output)(source)),
+        Err(DriverError::Sink { sink, source }) => {
+            let path = match (sink, sessions) {
+                ("session output", Some(path)) => path,
+                _ => output,
+            };
+            return Err(output_error(path)(source));
+        }
     };
     let elapsed = started.elapsed();
     let totals = driver.pipeline_ref().totals().clone();

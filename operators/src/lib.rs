@@ -57,7 +57,9 @@ pub use outlier::{OutlierConfig, OutlierError, OutlierGuard, Verdict};
 pub use pane::Pane;
 pub use partial::{Partial, PartialError, PARTIAL_VERSION};
 pub use result::{ArtistCount, SongCount, WindowResult};
-pub use session::{ClosedSession, SessionConfig, SessionError, SessionEvent, Sessionizer};
+pub use session::{
+    ClosedSession, OpenSession, SessionConfig, SessionError, SessionEvent, SessionKey, Sessionizer,
+};
 pub use song_counts::SongCounts;
 pub use top_k::{top_artists, top_k, top_k_named};
 pub use trending::{

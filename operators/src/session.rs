@@ -10,10 +10,11 @@
 //! input. Closed sessions come out in (closing time, user, session id,
 //! start) order, so the output is deterministic.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use crate::event::EventTimeMs;
@@ -67,13 +68,15 @@ pub struct SessionEvent<'a> {
     pub play: bool,
 }
 
-/// A session's key: user id and session id (JSON text).
+/// A session's key: user id and session id (JSON text). Short ids (up to
+/// 24 bytes each) are held inline, so looking a key up compares bytes in
+/// the table rather than chasing a pointer per event.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionKey {
     /// The user id.
-    pub user_id: Arc<str>,
+    pub user_id: CompactString,
     /// The session id's JSON text, if the input had one.
-    pub session_id: Option<Arc<str>>,
+    pub session_id: Option<CompactString>,
 }
 
 /// An open session: its event-time range and counts.
@@ -94,11 +97,11 @@ pub struct OpenSession {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClosedSession {
     /// The user id.
-    pub user_id: Arc<str>,
+    pub user_id: CompactString,
     /// The session id as in the input (its JSON text, written back as raw
     /// JSON), or null.
     #[serde(serialize_with = "raw_json_or_null")]
-    pub session_id: Option<Arc<str>>,
+    pub session_id: Option<CompactString>,
     /// First event time, epoch ms.
     pub start_ms: EventTimeMs,
     /// Last event time, epoch ms.
@@ -107,10 +110,14 @@ pub struct ClosedSession {
     pub events: u64,
     /// Streams.
     pub plays: u64,
+    /// Closed before its gap passed, to stay within the memory budget
+    /// (written only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub evicted: bool,
 }
 
 fn raw_json_or_null<S: serde::Serializer>(
-    value: &Option<Arc<str>>,
+    value: &Option<CompactString>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match value {
@@ -123,90 +130,230 @@ fn raw_json_or_null<S: serde::Serializer>(
     }
 }
 
+/// A key borrowed from an event, to look a key up without allocating. It
+/// hashes like [`SessionKey`] (derived `Hash` of `str` and `Option<str>`).
+#[derive(Hash)]
+struct BorrowedKey<'a> {
+    user_id: &'a str,
+    session_id: Option<&'a str>,
+}
+
+impl From<&BorrowedKey<'_>> for SessionKey {
+    fn from(key: &BorrowedKey<'_>) -> Self {
+        SessionKey {
+            user_id: CompactString::from(key.user_id),
+            session_id: key.session_id.map(CompactString::from),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<SessionKey> for BorrowedKey<'_> {
+    fn equivalent(&self, key: &SessionKey) -> bool {
+        self.user_id == &*key.user_id && self.session_id == key.session_id.as_deref()
+    }
+}
+
+/// An open session and the id its closing entry names.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    id: u64,
+    session: OpenSession,
+}
+
+/// A key's open sessions, disjoint and ordered by start: most keys have
+/// one, held in the table's bucket (no allocation, no pointer to chase).
+type KeySessions = SmallVec<[Held; 1]>;
+
+/// What a key costs besides its two strings' bytes: its map bucket (two
+/// inline strings and one inline session, at the table's load factor).
+/// Errs high; strings up to 24 bytes are inline, so their bytes are
+/// counted twice.
+const KEY_OVERHEAD_BYTES: usize = 112;
+/// What an open session costs: its entry in the key's list (40 bytes; a
+/// key's second and later spill to the heap) and its closing entry (a key
+/// copy, time and id in a B-tree node, ~96).
+const SESSION_OVERHEAD_BYTES: usize = 144;
+
 /// Builds sessions from events and closes them as the watermark passes.
+///
+/// Closing entries are lazy: an event that extends a session leaves its
+/// entry as it is; when the entry comes due, a session that has moved on is
+/// filed again under its real closing time. An entry's time is never later
+/// than its session's real one, so sessions still close in (closing time,
+/// key) order.
 pub struct Sessionizer {
     gap_ms: i64,
     /// Each key's open sessions, disjoint and ordered by start.
-    open: HashMap<SessionKey, Vec<OpenSession>>,
-    /// (closing time = end + gap, key, start) of every open session.
-    closing: BTreeSet<(EventTimeMs, SessionKey, EventTimeMs)>,
+    open: hashbrown::HashMap<SessionKey, KeySessions>,
+    /// (closing time at filing, key, session id); stale entries are dropped
+    /// or filed again when they come due.
+    closing: BTreeSet<(EventTimeMs, SessionKey, u64)>,
+    next_id: u64,
+    open_sessions: usize,
+    state_bytes: usize,
+    max_state_bytes: usize,
+    evicted: u64,
 }
 
 impl Sessionizer {
-    /// A sessionizer with `config`'s gap.
-    pub fn new(config: &SessionConfig) -> Result<Self, SessionError> {
+    /// A sessionizer with `config`'s gap that holds at most
+    /// `max_state_bytes` of open sessions (beyond, the session due to close
+    /// first is closed early, marked `evicted`).
+    pub fn new(config: &SessionConfig, max_state_bytes: usize) -> Result<Self, SessionError> {
         config.validate()?;
         Ok(Self {
             gap_ms: config.gap_ms,
-            open: HashMap::new(),
+            open: hashbrown::HashMap::new(),
             closing: BTreeSet::new(),
+            next_id: 0,
+            open_sessions: 0,
+            state_bytes: 0,
+            max_state_bytes,
+            evicted: 0,
         })
     }
 
     /// Open sessions.
     pub fn open_sessions(&self) -> usize {
-        self.closing.len()
+        self.open_sessions
+    }
+
+    /// Bytes charged for the open sessions and their keys.
+    pub fn state_bytes(&self) -> usize {
+        self.state_bytes
+    }
+
+    /// Sessions closed early to stay within the budget, since the start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Change the budget (a replica's share when it holds several inputs).
+    pub fn set_max_state_bytes(&mut self, max_state_bytes: usize) {
+        self.max_state_bytes = max_state_bytes;
     }
 
     /// Add one event: it starts a session, extends one, or bridges several
-    /// of its key that it lies within the gap of.
-    pub fn add(&mut self, event: SessionEvent<'_>) {
-        let key = self.key(event);
+    /// of its key that it lies within the gap of. Sessions evicted to stay
+    /// within the budget go to `out`.
+    pub fn add(&mut self, event: SessionEvent<'_>, out: &mut Vec<ClosedSession>) {
+        let probe = BorrowedKey {
+            user_id: event.user_id,
+            session_id: event.session_id,
+        };
+        let sessions = match self.open.entry_ref(&probe) {
+            hashbrown::hash_map::EntryRef::Occupied(entry) => entry.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(entry) => {
+                self.state_bytes +=
+                    KEY_OVERHEAD_BYTES + probe.user_id.len() + probe.session_id.map_or(0, str::len);
+                entry.insert(KeySessions::new())
+            }
+        };
         let gap = self.gap_ms;
-        let sessions = self.open.entry(key.clone()).or_default();
-        let mut merged = OpenSession {
-            start_ms: event.time_ms,
-            end_ms: event.time_ms,
-            events: 1,
-            plays: u64::from(event.play),
-        };
-        // The sessions this event reaches: within the gap of its range.
+        let t = event.time_ms;
         let reached = |s: &OpenSession| {
-            s.start_ms.saturating_sub(gap) <= event.time_ms
-                && event.time_ms <= s.end_ms.saturating_add(gap)
+            s.start_ms.saturating_sub(gap) <= t && t <= s.end_ms.saturating_add(gap)
         };
-        let mut kept = Vec::with_capacity(sessions.len() + 1);
-        for session in sessions.drain(..) {
-            if reached(&session) {
-                self.closing.remove(&(
-                    session.end_ms.saturating_add(gap),
-                    key.clone(),
-                    session.start_ms,
-                ));
-                merged.start_ms = merged.start_ms.min(session.start_ms);
-                merged.end_ms = merged.end_ms.max(session.end_ms);
-                merged.events += session.events;
-                merged.plays += session.plays;
-            } else {
-                kept.push(session);
+        match sessions.iter().position(|h| reached(&h.session)) {
+            Some(at) => {
+                let held = &mut sessions[at].session;
+                held.start_ms = held.start_ms.min(t);
+                held.end_ms = held.end_ms.max(t);
+                held.events += 1;
+                held.plays += u64::from(event.play);
+                // The event may now bridge the next session (sessions are
+                // disjoint, ordered, more than the gap apart).
+                if at + 1 < sessions.len() && reached(&sessions[at + 1].session) {
+                    let next = sessions.remove(at + 1).session;
+                    let held = &mut sessions[at].session;
+                    held.end_ms = held.end_ms.max(next.end_ms);
+                    held.events += next.events;
+                    held.plays += next.plays;
+                    // The next one's closing entry is now stale.
+                    self.open_sessions -= 1;
+                    self.state_bytes -= SESSION_OVERHEAD_BYTES;
+                }
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let session = OpenSession {
+                    start_ms: t,
+                    end_ms: t,
+                    events: 1,
+                    plays: u64::from(event.play),
+                };
+                let at = sessions.partition_point(|h| h.session.start_ms < t);
+                sessions.insert(at, Held { id, session });
+                let (key, _) = self.open.get_key_value(&probe).expect("just added to");
+                self.closing
+                    .insert((t.saturating_add(gap), key.clone(), id));
+                self.open_sessions += 1;
+                self.state_bytes += SESSION_OVERHEAD_BYTES;
             }
         }
-        self.closing.insert((
-            merged.end_ms.saturating_add(gap),
-            key.clone(),
-            merged.start_ms,
-        ));
-        let at = kept.partition_point(|s| s.start_ms < merged.start_ms);
-        kept.insert(at, merged);
-        *sessions = kept;
+        while self.state_bytes > self.max_state_bytes && self.open_sessions > 0 {
+            self.close_first(None, true, out);
+        }
     }
 
     /// Close every session whose last event plus the gap is before
     /// `watermark_ms`.
     pub fn advance(&mut self, watermark_ms: EventTimeMs, out: &mut Vec<ClosedSession>) {
-        while let Some(first) = self.closing.first() {
-            if first.0 >= watermark_ms {
-                break;
-            }
-            let (_, key, start_ms) = self.closing.pop_first().expect("not empty");
-            self.close(key, start_ms, out);
-        }
+        while self.close_first(Some(watermark_ms), false, out) {}
     }
 
     /// End of input: close every open session.
     pub fn flush(&mut self, out: &mut Vec<ClosedSession>) {
-        while let Some((_, key, start_ms)) = self.closing.pop_first() {
-            self.close(key, start_ms, out);
+        while self.close_first(None, false, out) {}
+    }
+
+    /// Close the session due first (if it is due before `before_ms`, when
+    /// given). False when none is.
+    fn close_first(
+        &mut self,
+        before_ms: Option<EventTimeMs>,
+        evicted: bool,
+        out: &mut Vec<ClosedSession>,
+    ) -> bool {
+        loop {
+            let Some(first) = self.closing.first() else {
+                return false;
+            };
+            if before_ms.is_some_and(|before| first.0 >= before) {
+                return false;
+            }
+            let (filed_ms, key, id) = self.closing.pop_first().expect("not empty");
+            let Some(sessions) = self.open.get_mut(&key) else {
+                continue;
+            };
+            let Some(position) = sessions.iter().position(|h| h.id == id) else {
+                continue; // merged into another session
+            };
+            let session = sessions[position].session;
+            let due_ms = session.end_ms.saturating_add(self.gap_ms);
+            if due_ms != filed_ms && !evicted {
+                self.closing.insert((due_ms, key, id));
+                continue;
+            }
+            sessions.remove(position);
+            if sessions.is_empty() {
+                self.open.remove(&key);
+                self.state_bytes -= key_bytes(&key);
+            }
+            self.open_sessions -= 1;
+            self.state_bytes -= SESSION_OVERHEAD_BYTES;
+            self.evicted += u64::from(evicted);
+            out.push(ClosedSession {
+                user_id: key.user_id,
+                session_id: key.session_id,
+                start_ms: session.start_ms,
+                end_ms: session.end_ms,
+                events: session.events,
+                plays: session.plays,
+                evicted,
+            });
+            return true;
         }
     }
 
@@ -215,7 +362,7 @@ impl Sessionizer {
         let mut all: Vec<(SessionKey, OpenSession)> = self
             .open
             .iter()
-            .flat_map(|(key, sessions)| sessions.iter().map(|s| (key.clone(), *s)))
+            .flat_map(|(key, sessions)| sessions.iter().map(|h| (key.clone(), h.session)))
             .collect();
         all.sort_by(|a, b| (&a.0, a.1.start_ms).cmp(&(&b.0, b.1.start_ms)));
         all
@@ -223,51 +370,26 @@ impl Sessionizer {
 
     /// Open sessions from a checkpoint, added to what is held.
     pub fn restore(&mut self, sessions: Vec<(SessionKey, OpenSession)>) {
-        let gap = self.gap_ms;
         for (key, session) in sessions {
-            self.closing.insert((
-                session.end_ms.saturating_add(gap),
-                key.clone(),
-                session.start_ms,
-            ));
+            let id = self.next_id;
+            self.next_id += 1;
+            self.closing
+                .insert((session.end_ms.saturating_add(self.gap_ms), key.clone(), id));
+            if !self.open.contains_key(&key) {
+                self.state_bytes += key_bytes(&key);
+            }
             let held = self.open.entry(key).or_default();
-            let at = held.partition_point(|s| s.start_ms < session.start_ms);
-            held.insert(at, session);
+            let at = held.partition_point(|h| h.session.start_ms < session.start_ms);
+            held.insert(at, Held { id, session });
+            self.open_sessions += 1;
+            self.state_bytes += SESSION_OVERHEAD_BYTES;
         }
     }
+}
 
-    fn key(&self, event: SessionEvent<'_>) -> SessionKey {
-        // Reuse the key's Arcs when the key is open (the usual case).
-        let probe = SessionKey {
-            user_id: Arc::from(event.user_id),
-            session_id: event.session_id.map(Arc::from),
-        };
-        match self.open.get_key_value(&probe) {
-            Some((key, _)) => key.clone(),
-            None => probe,
-        }
-    }
-
-    fn close(&mut self, key: SessionKey, start_ms: EventTimeMs, out: &mut Vec<ClosedSession>) {
-        let Some(sessions) = self.open.get_mut(&key) else {
-            return;
-        };
-        let Some(position) = sessions.iter().position(|s| s.start_ms == start_ms) else {
-            return;
-        };
-        let session = sessions.remove(position);
-        if sessions.is_empty() {
-            self.open.remove(&key);
-        }
-        out.push(ClosedSession {
-            user_id: key.user_id,
-            session_id: key.session_id,
-            start_ms: session.start_ms,
-            end_ms: session.end_ms,
-            events: session.events,
-            plays: session.plays,
-        });
-    }
+/// What a key is charged: its strings and [`KEY_OVERHEAD_BYTES`].
+fn key_bytes(key: &SessionKey) -> usize {
+    KEY_OVERHEAD_BYTES + key.user_id.len() + key.session_id.as_deref().map_or(0, str::len)
 }
 
 #[cfg(test)]
@@ -345,7 +467,7 @@ mod tests {
     /// the largest time seen (events behind it are what the engine drops as
     /// late; the generator below keeps within it), then flush.
     fn run(events: &[Event], lateness: i64) -> Vec<Flat> {
-        let mut sessionizer = Sessionizer::new(&SessionConfig { gap_ms: GAP }).unwrap();
+        let mut sessionizer = Sessionizer::new(&SessionConfig { gap_ms: GAP }, usize::MAX).unwrap();
         let mut out = Vec::new();
         let mut max = i64::MIN;
         let names: Vec<Key> = events
@@ -353,16 +475,24 @@ mod tests {
             .map(|&(_, user, session, _)| (format!("u{user}"), session.map(|s| s.to_string())))
             .collect();
         for (&(t, _, _, play), (user, session)) in events.iter().zip(&names) {
-            sessionizer.add(SessionEvent {
-                time_ms: t,
-                user_id: user,
-                session_id: session.as_deref(),
-                play,
-            });
+            sessionizer.add(
+                SessionEvent {
+                    time_ms: t,
+                    user_id: user,
+                    session_id: session.as_deref(),
+                    play,
+                },
+                &mut out,
+            );
             max = max.max(t);
             sessionizer.advance(max - lateness, &mut out);
         }
         sessionizer.flush(&mut out);
+        assert_eq!(
+            (sessionizer.open_sessions(), sessionizer.state_bytes()),
+            (0, 0)
+        );
+        assert!(out.iter().all(|s| !s.evicted));
         flat(&out)
     }
 
@@ -390,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_late_event_bridges_two_sessions_and_closing_waits_for_the_gap() {
-        let mut s = Sessionizer::new(&SessionConfig { gap_ms: GAP }).unwrap();
+        let mut s = Sessionizer::new(&SessionConfig { gap_ms: GAP }, usize::MAX).unwrap();
         let event = |t| SessionEvent {
             time_ms: t,
             user_id: "42",
@@ -398,10 +528,10 @@ mod tests {
             play: true,
         };
         let mut out = Vec::new();
-        s.add(event(0));
-        s.add(event(150));
+        s.add(event(0), &mut out);
+        s.add(event(150), &mut out);
         assert_eq!(s.open_sessions(), 2);
-        s.add(event(80)); // within 100 of both: one session 0..150
+        s.add(event(80), &mut out); // within 100 of both: one session 0..150
         assert_eq!(s.open_sessions(), 1);
         s.advance(250, &mut out); // 150 + 100 is not before 250
         assert!(out.is_empty());
@@ -433,28 +563,62 @@ mod tests {
             .collect();
         let whole = run(&events, 2000);
         // Half, snapshot, a new sessionizer restored, the other half.
-        let mut first = Sessionizer::new(&SessionConfig { gap_ms: GAP }).unwrap();
+        let mut first = Sessionizer::new(&SessionConfig { gap_ms: GAP }, usize::MAX).unwrap();
         let names: Vec<(String, String)> = events
             .iter()
             .map(|&(_, u, s, _)| (format!("u{u}"), s.unwrap().to_string()))
             .collect();
         let feed = |sessionizer: &mut Sessionizer, range: std::ops::Range<usize>| {
             for i in range {
-                sessionizer.add(SessionEvent {
-                    time_ms: events[i].0,
-                    user_id: &names[i].0,
-                    session_id: Some(&names[i].1),
-                    play: events[i].3,
-                });
+                sessionizer.add(
+                    SessionEvent {
+                        time_ms: events[i].0,
+                        user_id: &names[i].0,
+                        session_id: Some(&names[i].1),
+                        play: events[i].3,
+                    },
+                    &mut Vec::new(),
+                );
             }
         };
         feed(&mut first, 0..100);
-        let mut second = Sessionizer::new(&SessionConfig { gap_ms: GAP }).unwrap();
+        let mut second = Sessionizer::new(&SessionConfig { gap_ms: GAP }, usize::MAX).unwrap();
         second.restore(first.snapshot());
         feed(&mut second, 100..200);
         let mut out = Vec::new();
         second.flush(&mut out);
         assert_eq!(flat(&out), whole);
+    }
+
+    #[test]
+    fn past_the_budget_the_session_due_first_is_evicted_and_marked() {
+        // Room for two sessions of one-byte keys and no more.
+        let one = KEY_OVERHEAD_BYTES + 2 + SESSION_OVERHEAD_BYTES;
+        let mut s = Sessionizer::new(&SessionConfig { gap_ms: GAP }, 2 * one).unwrap();
+        let mut out = Vec::new();
+        for (t, user) in [(10, "a"), (5, "b"), (20, "c")] {
+            s.add(
+                SessionEvent {
+                    time_ms: t,
+                    user_id: user,
+                    session_id: Some("1"),
+                    play: false,
+                },
+                &mut out,
+            );
+        }
+        assert_eq!(s.open_sessions(), 2);
+        assert!(s.state_bytes() <= 2 * one);
+        assert_eq!(s.evicted(), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!((&*out[0].user_id, out[0].evicted), ("b", true));
+        assert!(serde_json::to_string(&out[0])
+            .unwrap()
+            .ends_with(r#""evicted":true}"#));
+        s.flush(&mut out);
+        assert_eq!(s.state_bytes(), 0);
+        let users: Vec<&str> = out.iter().map(|c| &*c.user_id).collect();
+        assert_eq!(users, ["b", "a", "c"]);
     }
 
     #[test]

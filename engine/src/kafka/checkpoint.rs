@@ -32,6 +32,10 @@ pub struct ReplicaCheckpoint {
     /// crash the file is cut back to this length, and the windows after it
     /// are emitted again, identically.
     pub emitted_bytes: Option<u64>,
+    /// The same for `--emit-sessions` output (absent in checkpoints of
+    /// earlier versions).
+    #[serde(default)]
+    pub emitted_session_bytes: Option<u64>,
     /// This replica's counters (`name{labels}` to value), restored on restart.
     pub counters: BTreeMap<String, u64>,
     /// The partitions this replica held.
@@ -190,6 +194,7 @@ mod tests {
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
             outliers: None,
+            sessions: None,
         }
     }
 

@@ -14,6 +14,7 @@ use downbeat_operators::bucket_start;
 
 use super::partition::{
     OffsetCheck, PartitionCheckpoint, PartitionGeometry, PartitionState, RecordRole,
+    SessionSnapshot,
 };
 use crate::pipeline::OutlierSnapshot;
 
@@ -59,6 +60,8 @@ pub struct Start {
     pub emitted_through_ms: i64,
     /// The partition's outlier guard as checkpointed (None: a fresh guard).
     pub outliers: Option<OutlierSnapshot>,
+    /// The partition's open sessions as checkpointed (None: none).
+    pub sessions: Option<SessionSnapshot>,
 }
 
 /// What to do with the record at an offset, before decoding it.
@@ -171,6 +174,7 @@ impl Group {
                         fetch_from: lookback(checkpoint.replay_from),
                         emitted_through_ms: checkpoint.emitted_through_ms,
                         outliers: checkpoint.outliers.clone(),
+                        sessions: checkpoint.sessions.clone(),
                     },
                 ),
                 (None, Some(&offset)) => (
@@ -180,6 +184,7 @@ impl Group {
                         fetch_from: lookback(offset),
                         emitted_through_ms: i64::MIN,
                         outliers: None,
+                        sessions: None,
                     },
                 ),
                 (None, None) => (
@@ -189,6 +194,7 @@ impl Group {
                         fetch_from: None,
                         emitted_through_ms: i64::MIN,
                         outliers: None,
+                        sessions: None,
                     },
                 ),
             };
@@ -403,13 +409,18 @@ impl Group {
         &mut self,
         emitted_through: impl Fn(i32) -> i64,
         outliers: impl Fn(i32) -> Option<OutlierSnapshot>,
+        sessions: impl Fn(i32) -> Option<SessionSnapshot>,
     ) -> PendingCheckpoint {
         let mut partitions: Vec<PartitionCheckpoint> = self
             .partitions
             .values_mut()
             .filter_map(|state| {
                 let partition = state.partition();
-                state.checkpoint(emitted_through(partition), outliers(partition))
+                state.checkpoint(
+                    emitted_through(partition),
+                    outliers(partition),
+                    sessions(partition),
+                )
             })
             .collect();
         let held = partitions.len();
@@ -478,6 +489,7 @@ mod tests {
             max_event_ms_before_replay: Some(59_000),
             emitted_through_ms: 60_000,
             outliers: None,
+            sessions: None,
         };
         let checkpoints = BTreeMap::from([(0, checkpoint)]);
         let committed = BTreeMap::from([(0, 99_999), (1, 700)]);
@@ -490,18 +502,21 @@ mod tests {
                     fetch_from: Some(20_000 - RESUME_LOOKBACK_RECORDS),
                     emitted_through_ms: 60_000,
                     outliers: None,
+                    sessions: None,
                 },
                 Start {
                     partition: 1,
                     fetch_from: Some(0),
                     emitted_through_ms: i64::MIN,
                     outliers: None,
+                    sessions: None,
                 },
                 Start {
                     partition: 2,
                     fetch_from: None,
                     emitted_through_ms: i64::MIN,
                     outliers: None,
+                    sessions: None,
                 },
             ]
         );
@@ -541,7 +556,7 @@ mod tests {
             count(&mut group, 0, offset, 61_000 + offset, 0);
         }
         count(&mut group, 1, 0, 62_000, 0);
-        let pending = group.checkpoint(|_| i64::MIN, |_| None);
+        let pending = group.checkpoint(|_| i64::MIN, |_| None, |_| None);
         assert_eq!(pending.held, 2);
         let offsets: Vec<(i32, i64, i64)> = pending
             .partitions
@@ -555,7 +570,7 @@ mod tests {
         assert_eq!(group.revoke(), vec![0, 1]);
         assert_eq!(group.held().count(), 0);
         // After the revoke the replica's file still carries them.
-        let next = group.checkpoint(|_| i64::MIN, |_| None);
+        let next = group.checkpoint(|_| i64::MIN, |_| None, |_| None);
         assert_eq!((next.held, next.partitions.len()), (0, 2));
         assert!(
             group.checkpoint_saved(&next).is_empty(),
@@ -568,9 +583,9 @@ mod tests {
         let mut group = Group::new(GEOMETRY, IDLE_MS, []);
         group.assign(&[0], &BTreeMap::new(), &BTreeMap::new(), 0);
         count(&mut group, 0, 0, 61_000, 0);
-        let _lost = group.checkpoint(|_| i64::MIN, |_| None);
+        let _lost = group.checkpoint(|_| i64::MIN, |_| None, |_| None);
         count(&mut group, 0, 1, 61_500, 0);
-        let saved = group.checkpoint(|_| i64::MIN, |_| None);
+        let saved = group.checkpoint(|_| i64::MIN, |_| None, |_| None);
         assert_eq!(group.checkpoint_saved(&saved), vec![(0, 2)]);
         assert!(saved.partitions[0].seq > 1, "every checkpoint bumps seq");
     }
@@ -586,6 +601,7 @@ mod tests {
             max_event_ms_before_replay: Some(130_000),
             emitted_through_ms: 120_000,
             outliers: None,
+            sessions: None,
         };
         let starts = group.assign(&[3], &BTreeMap::from([(3, behind)]), &BTreeMap::new(), 0);
         assert_eq!(starts[0].emitted_through_ms, 120_000);
@@ -610,6 +626,7 @@ mod tests {
             max_event_ms_before_replay: None,
             emitted_through_ms: 60_000,
             outliers: None,
+            sessions: None,
         };
         group.assign(
             &[0],
@@ -649,6 +666,7 @@ mod tests {
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
             outliers: None,
+            sessions: None,
         };
         group.assign(
             &[0],
@@ -727,7 +745,7 @@ mod tests {
             confirmed_max_ms: Some(700_000),
             held: vec![(1, 1)],
         };
-        let pending = group.checkpoint(|_| 660_000, |_| Some(snapshot.clone()));
+        let pending = group.checkpoint(|_| 660_000, |_| Some(snapshot.clone()), |_| None);
         let checkpoint = &pending.partitions[0];
         assert_eq!(
             (
@@ -738,7 +756,37 @@ mod tests {
         );
         assert_eq!(checkpoint.outliers, Some(snapshot));
         group.refused(0, 1);
-        let pending = group.checkpoint(|_| 660_000, |_| None);
+        let pending = group.checkpoint(|_| 660_000, |_| None, |_| None);
         assert_eq!(pending.partitions[0].replay_from, 2);
+    }
+
+    /// A partition's open sessions go into its checkpoint, and a resume
+    /// from it hands them back (with the checkpoint's JSON in between).
+    #[test]
+    fn open_sessions_are_checkpointed_and_handed_back_on_resume() {
+        use downbeat_operators::{OpenSession, SessionKey};
+        let mut group = Group::new(GEOMETRY, IDLE_MS, []);
+        group.assign(&[0], &BTreeMap::new(), &BTreeMap::new(), 0);
+        count(&mut group, 0, 0, 61_000, 0);
+        let sessions = vec![(
+            SessionKey {
+                user_id: "42".into(),
+                session_id: Some("\"a\\\"b\"".into()),
+            },
+            OpenSession {
+                start_ms: 1_000,
+                end_ms: 61_000,
+                events: 3,
+                plays: 2,
+            },
+        )];
+        let pending = group.checkpoint(|_| 0, |_| None, |_| Some(sessions.clone()));
+        let json = serde_json::to_string(&pending.partitions[0]).unwrap();
+        let checkpoint: PartitionCheckpoint = serde_json::from_str(&json).unwrap();
+        assert_eq!(checkpoint.sessions.as_ref(), Some(&sessions));
+        let mut resumed = Group::new(GEOMETRY, IDLE_MS, []);
+        let checkpoints = BTreeMap::from([(0, checkpoint)]);
+        let starts = resumed.assign(&[0], &checkpoints, &BTreeMap::new(), 0);
+        assert_eq!(starts[0].sessions, Some(sessions));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use downbeat_operators::bucket_start;
+use downbeat_operators::{bucket_start, OpenSession, SessionKey};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::OutlierSnapshot;
@@ -33,7 +33,14 @@ pub struct PartitionCheckpoint {
     /// checkpoints of earlier versions.
     #[serde(default)]
     pub outliers: Option<OutlierSnapshot>,
+    /// The partition's open listening sessions (absent without sessions,
+    /// and in checkpoints of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionSnapshot>,
 }
+
+/// What a checkpoint keeps of a partition's sessionizer: its open sessions.
+pub type SessionSnapshot = Vec<(SessionKey, OpenSession)>;
 
 /// Where a pane of this partition began in the log.
 #[derive(Clone, Copy, Debug)]
@@ -300,6 +307,7 @@ impl PartitionState {
         &mut self,
         emitted_through_ms: i64,
         outliers: Option<OutlierSnapshot>,
+        sessions: Option<SessionSnapshot>,
     ) -> Option<PartitionCheckpoint> {
         if self.restoring() {
             // Mid-rebuild the resumed checkpoint still describes the partition.
@@ -338,6 +346,7 @@ impl PartitionState {
             max_event_ms_before_replay,
             emitted_through_ms,
             outliers,
+            sessions,
         })
     }
 }
@@ -371,12 +380,12 @@ pub(super) mod tests {
             p.observe(time);
             p.processed(offset, 0);
         }
-        let cp = p.checkpoint(i64::MIN, None).unwrap();
+        let cp = p.checkpoint(i64::MIN, None, None).unwrap();
         assert_eq!((cp.next_offset, cp.replay_from), (14, 10));
         assert_eq!(cp.max_event_ms_before_replay, None);
         // Windows through 11 minutes emitted: the pane at 1 minute is no
         // longer needed, the pane at 2 minutes is (the 10-minute window ending at 12).
-        let cp = p.checkpoint(660_000, None).unwrap();
+        let cp = p.checkpoint(660_000, None, None).unwrap();
         assert_eq!(cp.replay_from, 11);
         assert_eq!(cp.max_event_ms_before_replay, Some(61_000));
         assert!(cp.seq > 1);
@@ -389,7 +398,7 @@ pub(super) mod tests {
         assert!(resumed.restoring());
         assert_eq!(resumed.watermark_ms(), Some(51_000));
         let mut resumed = resumed;
-        let again = resumed.checkpoint(900_000, None).unwrap();
+        let again = resumed.checkpoint(900_000, None, None).unwrap();
         assert_eq!(
             (again.next_offset, again.replay_from),
             (14, 11),
@@ -408,6 +417,7 @@ pub(super) mod tests {
             max_event_ms_before_replay: None,
             emitted_through_ms: 0,
             outliers: None,
+            sessions: None,
         };
         let mut p = PartitionState::resumed(&cp, GEOMETRY, 0);
         assert_eq!(p.check_offset(600), OffsetCheck::SeekBack(300));

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
-use downbeat_operators::WindowKind;
+use downbeat_operators::{ClosedSession, WindowKind};
 use serde_json::{json, Value};
 
 use super::{ClosedWindow, Sink, TrendingWindow};
@@ -35,6 +35,68 @@ pub struct ServerState {
     pub trending: RwLock<String>,
     /// True once the source is delivering and the pipeline runs.
     pub ready: AtomicBool,
+    /// Sessions closed lately, for `/api/v1/sessions`.
+    pub sessions: Mutex<RecentSessions>,
+}
+
+/// Event time `/api/v1/sessions` looks back over: 10 minutes.
+pub const SESSIONS_SPAN_MS: i64 = 600_000;
+/// Closed sessions kept for it at most (the oldest go first).
+const RECENT_SESSIONS_CAP: usize = 100_000;
+
+/// (last event time, length) of the sessions closed whose last event is
+/// within [`SESSIONS_SPAN_MS`] of the latest one's, oldest first.
+#[derive(Debug, Default)]
+pub struct RecentSessions {
+    closed: VecDeque<(i64, i64)>,
+    latest_end_ms: Option<i64>,
+}
+
+impl RecentSessions {
+    /// A session closed.
+    pub fn push(&mut self, end_ms: i64, duration_ms: i64) {
+        let latest = self.latest_end_ms.map_or(end_ms, |l| l.max(end_ms));
+        self.latest_end_ms = Some(latest);
+        self.closed.push_back((end_ms, duration_ms));
+        while self.closed.len() > RECENT_SESSIONS_CAP
+            || self
+                .closed
+                .front()
+                .is_some_and(|&(end, _)| end <= latest - SESSIONS_SPAN_MS)
+        {
+            self.closed.pop_front();
+        }
+    }
+
+    /// `{"span_minutes", "closed", "sessions_per_minute",
+    /// "median_duration_seconds", "latest_end_ms"}` (nulls before any).
+    pub fn json(&self) -> Value {
+        let latest = self.latest_end_ms.unwrap_or(i64::MIN);
+        let mut lengths: Vec<i64> = self
+            .closed
+            .iter()
+            .filter(|&&(end, _)| end > latest.saturating_sub(SESSIONS_SPAN_MS))
+            .map(|&(_, length)| length)
+            .collect();
+        lengths.sort_unstable();
+        let median = match lengths.len() {
+            0 => Value::Null,
+            n if n % 2 == 1 => json!(lengths[n / 2] as f64 / 1000.0),
+            n => json!((lengths[n / 2 - 1] + lengths[n / 2]) as f64 / 2000.0),
+        };
+        let minutes = SESSIONS_SPAN_MS / 60_000;
+        json!({
+            "span_minutes": minutes,
+            "closed": lengths.len(),
+            "sessions_per_minute": if self.latest_end_ms.is_some() {
+                json!(lengths.len() as f64 / minutes as f64)
+            } else {
+                Value::Null
+            },
+            "median_duration_seconds": median,
+            "latest_end_ms": self.latest_end_ms,
+        })
+    }
 }
 
 impl ServerState {
@@ -46,7 +108,20 @@ impl ServerState {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
             trending: RwLock::new(TRENDING_EMPTY.to_owned()),
             ready: AtomicBool::new(false),
+            sessions: Mutex::new(RecentSessions::default()),
         }
+    }
+
+    /// `/api/v1/sessions`: the sessions closed over the last 10 minutes of
+    /// event time, and the sessions open now.
+    pub fn sessions_json(&self) -> String {
+        let mut doc = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .json();
+        doc["open"] = json!(self.metrics.open_sessions());
+        doc.to_string()
     }
 
     /// A closed window of `kind`, serialized: becomes the latest of its
@@ -142,6 +217,14 @@ impl Sink for ApiSink {
         *self.0.trending.write().unwrap_or_else(|e| e.into_inner()) = trending.json.to_owned();
     }
 
+    fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {
+        let mut recent = self.0.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for session in sessions {
+            recent.push(session.end_ms, session.end_ms - session.start_ms);
+        }
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "api"
     }
@@ -176,6 +259,27 @@ mod tests {
                 HISTORY_LEN + 1
             )
         );
+    }
+
+    #[test]
+    fn recent_sessions_give_the_median_and_rate_over_ten_minutes() {
+        let mut recent = RecentSessions::default();
+        assert_eq!(recent.json()["median_duration_seconds"], Value::Null);
+        // An old session, then four within 10 minutes of the latest.
+        recent.push(0, 999_000);
+        for (end, length) in [
+            (700_000, 60_000),
+            (800_000, 120_000),
+            (900_000, 600_000),
+            (1_000_000, 30_000),
+        ] {
+            recent.push(end, length);
+        }
+        let doc = recent.json();
+        assert_eq!(doc["closed"], 4);
+        assert_eq!(doc["sessions_per_minute"], 0.4);
+        assert_eq!(doc["median_duration_seconds"], 90.0);
+        assert_eq!(doc["latest_end_ms"], 1_000_000);
     }
 
     #[test]
@@ -218,6 +322,7 @@ mod tests {
             interned_songs: 0,
             song_state_bytes: 0,
             song_reductions: 0,
+            sessions: None,
         });
         let stats: Value = serde_json::from_str(&state.stats_json()).unwrap();
         let exposition = String::from_utf8(state.metrics.encode()).unwrap();

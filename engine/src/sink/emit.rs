@@ -1,5 +1,6 @@
 //! Closed windows as JSON Lines, one per window, to a file or stdout
-//! (`replay --output`, `run --emit-windows`).
+//! (`replay --output`, `run --emit-windows`); or closed listening sessions,
+//! one per session (`replay --sessions`, `run --emit-sessions`).
 //!
 //! The sink counts the bytes it has written, so a checkpoint can record how
 //! much of the file it covers, and a restart can cut the file back to that
@@ -10,10 +11,22 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ClosedWindow, Sink};
+use downbeat_operators::ClosedSession;
 
-/// Where closed windows are written, and how many bytes so far.
+use super::{ClosedWindow, Sink, Written};
+
+/// What an [`EmitSink`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Closed windows.
+    Windows,
+    /// Closed listening sessions.
+    Sessions,
+}
+
+/// Where closed windows (or sessions) are written, and how many bytes so far.
 pub struct EmitSink {
+    records: Records,
     writer: BufWriter<Box<dyn Write + Send>>,
     /// The file behind `writer`, to sync; None for stdout.
     file: Option<File>,
@@ -21,12 +34,27 @@ pub struct EmitSink {
 }
 
 impl EmitSink {
-    /// Write to `path`, created empty (`-` = stdout).
+    /// Write windows to `path`, created empty (`-` = stdout).
     pub fn create(path: &str) -> io::Result<Self> {
-        if path == "-" {
-            return Ok(Self::stdout());
-        }
-        Self::append(Path::new(path), true)
+        Self::create_for(Records::Windows, path)
+    }
+
+    /// Write `records` to `path`, created empty (`-` = stdout).
+    pub fn create_for(records: Records, path: &str) -> io::Result<Self> {
+        let mut sink = if path == "-" {
+            Self::stdout()
+        } else {
+            Self::append(Path::new(path), true)?
+        };
+        sink.records = records;
+        Ok(sink)
+    }
+
+    /// [`EmitSink::resume`] for `records`.
+    pub fn resume_for(records: Records, path: &str, keep_bytes: Option<u64>) -> io::Result<Self> {
+        let mut sink = Self::resume(path, keep_bytes)?;
+        sink.records = records;
+        Ok(sink)
     }
 
     /// Resume writing `path` after a restart: the file is cut back to
@@ -39,7 +67,7 @@ impl EmitSink {
         let path = PathBuf::from(path);
         if let Some(length) = keep_bytes {
             if truncate_output(&path, length)? {
-                tracing::info!(path = %path.display(), length, "cut window output back to the last checkpoint");
+                tracing::info!(path = %path.display(), length, "cut output back to the last checkpoint");
             }
         }
         Self::append(&path, keep_bytes.is_none())
@@ -47,6 +75,7 @@ impl EmitSink {
 
     fn stdout() -> Self {
         Self {
+            records: Records::Windows,
             writer: BufWriter::with_capacity(1 << 16, Box::new(io::stdout())),
             file: None,
             bytes: 0,
@@ -61,6 +90,7 @@ impl EmitSink {
         let bytes = file.metadata()?.len();
         let writer: Box<dyn Write + Send> = Box::new(file.try_clone()?);
         Ok(Self {
+            records: Records::Windows,
             writer: BufWriter::with_capacity(1 << 16, writer),
             file: Some(file),
             bytes,
@@ -68,11 +98,33 @@ impl EmitSink {
     }
 }
 
+impl EmitSink {
+    fn line(&mut self, json: &[u8]) -> io::Result<()> {
+        self.writer.write_all(json)?;
+        self.writer.write_all(b"\n")?;
+        self.bytes += json.len() as u64 + 1;
+        Ok(())
+    }
+}
+
 impl Sink for EmitSink {
     fn window(&mut self, window: &ClosedWindow<'_>) -> io::Result<()> {
-        self.writer.write_all(window.json.as_bytes())?;
-        self.writer.write_all(b"\n")?;
-        self.bytes += window.json.len() as u64 + 1;
+        if self.records != Records::Windows {
+            return Ok(());
+        }
+        self.line(window.json.as_bytes())
+    }
+
+    fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {
+        if self.records != Records::Sessions {
+            return Ok(());
+        }
+        let mut json = Vec::with_capacity(128);
+        for session in sessions {
+            json.clear();
+            serde_json::to_writer(&mut json, session).expect("sessions serialize");
+            self.line(&json)?;
+        }
         Ok(())
     }
 
@@ -80,19 +132,25 @@ impl Sink for EmitSink {
         self.writer.flush()
     }
 
-    fn persist(&mut self) -> io::Result<Option<u64>> {
+    fn persist(&mut self) -> io::Result<Option<Written>> {
         self.writer.flush()?;
         match &self.file {
             Some(file) => {
                 file.sync_data()?;
-                Ok(Some(self.bytes))
+                Ok(Some(match self.records {
+                    Records::Windows => Written::Windows(self.bytes),
+                    Records::Sessions => Written::Sessions(self.bytes),
+                }))
             }
             None => Ok(None),
         }
     }
 
     fn name(&self) -> &'static str {
-        "window output"
+        match self.records {
+            Records::Windows => "window output",
+            Records::Sessions => "session output",
+        }
     }
 }
 
@@ -146,11 +204,11 @@ mod tests {
             label: "1m",
         };
         sink.window(&window).unwrap();
-        assert_eq!(sink.persist().unwrap(), Some(5));
+        assert_eq!(sink.persist().unwrap(), Some(Written::Windows(5)));
         assert_eq!(std::fs::read(&out).unwrap(), b"01{}\n");
         // Without a checkpoint, a fresh file.
         let mut sink = EmitSink::resume(path, None).unwrap();
-        assert_eq!(sink.persist().unwrap(), Some(0));
+        assert_eq!(sink.persist().unwrap(), Some(Written::Windows(0)));
         assert_eq!(std::fs::read(&out).unwrap(), b"");
     }
 }

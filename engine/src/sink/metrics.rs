@@ -1,8 +1,10 @@
 //! Closed windows to the Prometheus series (gauges of the latest window,
-//! the leaderboard, trending songs).
+//! the leaderboard, trending songs, sessions).
 
 use std::io;
 use std::sync::Arc;
+
+use downbeat_operators::ClosedSession;
 
 use super::{ClosedWindow, Sink, TrendingWindow};
 use crate::metrics::Metrics;
@@ -18,6 +20,11 @@ impl Sink for MetricsSink {
 
     fn trending(&mut self, trending: &TrendingWindow<'_>) {
         self.0.on_trending(trending.label, trending.trending);
+    }
+
+    fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {
+        self.0.on_sessions(sessions);
+        Ok(())
     }
 
     fn name(&self) -> &'static str {

@@ -9,7 +9,7 @@ pub mod partials;
 
 use std::io;
 
-use downbeat_operators::{Partial, Trending, WindowResult};
+use downbeat_operators::{ClosedSession, Partial, Trending, WindowResult};
 
 use crate::pipeline::InputProgress;
 
@@ -33,6 +33,15 @@ pub struct TrendingWindow<'a> {
     pub label: &'a str,
 }
 
+/// How long a file output is at a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The window output (`--emit-windows`), in bytes.
+    Windows(u64),
+    /// The session output (`--emit-sessions`), in bytes.
+    Sessions(u64),
+}
+
 /// An output of closed windows.
 pub trait Sink {
     /// A window closed.
@@ -40,6 +49,11 @@ pub trait Sink {
 
     /// The latest tumbling window was scored for trending songs.
     fn trending(&mut self, _trending: &TrendingWindow<'_>) {}
+
+    /// Listening sessions closed.
+    fn sessions(&mut self, _sessions: &[ClosedSession]) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Partial windows of each input closed (the merge tier's input), and
     /// each input's progress (one of `inputs`).
@@ -59,7 +73,7 @@ pub trait Sink {
 
     /// Make what was written durable (before a checkpoint); the length of
     /// the output, when it is a file that a restart can cut back to it.
-    fn persist(&mut self) -> io::Result<Option<u64>> {
+    fn persist(&mut self) -> io::Result<Option<Written>> {
         Ok(None)
     }
 

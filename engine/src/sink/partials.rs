@@ -26,7 +26,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::BaseRecord;
 use serde::{Deserialize, Serialize};
 
-use super::{ClosedWindow, Sink};
+use super::{ClosedWindow, Sink, Written};
 use crate::config::KafkaConfig;
 use crate::kafka::acknowledged::{AcknowledgedProducer, Unacknowledged};
 use crate::kafka::state_topic::{create_topic, topic_partition_count};
@@ -180,7 +180,7 @@ impl Sink for PartialsSink {
     /// not pass partials the broker does not have. Still in flight after
     /// PERSIST_TIMEOUT is `TimedOut` (defer the checkpoint); a delivery the
     /// producer gave up on is any other error (stop).
-    fn persist(&mut self) -> io::Result<Option<u64>> {
+    fn persist(&mut self) -> io::Result<Option<Written>> {
         if let Some(why) = &self.lost {
             return Err(io::Error::other(why.clone()));
         }

@@ -192,9 +192,27 @@ impl KafkaSource {
             }
             _ if restore => {}
             other => {
-                pipeline.apply_from_input(other, raw);
+                let late = other
+                    .time_ms()
+                    .is_some_and(|time_ms| group.is_late(partition, time_ms));
+                pipeline.apply_from_input(input, other, late, raw);
             }
         }
+        Self::record_done(group, partition, offset, restore, now, ingest);
+        None
+    }
+
+    /// A record is through: the partition moves on, windows behind it are
+    /// caught up, the watermark may close windows and sessions.
+    fn record_done(
+        group: &mut Group,
+        partition: i32,
+        offset: i64,
+        restore: bool,
+        now: i64,
+        ingest: &mut dyn Ingest,
+    ) {
+        let pipeline = ingest.pipeline();
         let progressed = group.record_done(partition, offset, restore, now);
         if let Some(upto) = progressed.catch_up_to {
             pipeline.catch_up(partition as u32, upto);
@@ -207,7 +225,6 @@ impl KafkaSource {
         if pipeline.has_closed() {
             ingest.publish();
         }
-        None
     }
 
     /// The outlier guard of `partition` decided on streams it held: count
@@ -273,6 +290,7 @@ impl KafkaSource {
                 start.partition as u32,
                 start.emitted_through_ms,
                 start.outliers.as_ref(),
+                start.sessions.as_deref(),
             );
             if let Some(offset) = start.fetch_from {
                 let _ = assignment.set_partition_offset(
@@ -363,10 +381,12 @@ impl KafkaSource {
         let pending = self.group.checkpoint(
             |p| pipeline.emitted_through(p as u32),
             |p| pipeline.outlier_snapshot(p as u32),
+            |p| pipeline.session_snapshot(p as u32),
         );
         if let Some(store) = &self.store {
             let checkpoint = ReplicaCheckpoint {
                 emitted_bytes: persisted.emitted_bytes,
+                emitted_session_bytes: persisted.emitted_session_bytes,
                 counters: persisted.counters,
                 partitions: pending.partitions.clone(),
                 ..new_checkpoint(now_ms())

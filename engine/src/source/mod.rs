@@ -65,6 +65,8 @@ pub struct EventProgress {
 pub struct Persisted {
     /// Bytes of the window output file that are durable (None: not a file).
     pub emitted_bytes: Option<u64>,
+    /// Bytes of the session output file that are durable (None: not a file).
+    pub emitted_session_bytes: Option<u64>,
     /// The counters, `name` or `name{label}` to value.
     pub counters: BTreeMap<String, u64>,
     /// A sink could not make its output durable (why): a checkpoint must not

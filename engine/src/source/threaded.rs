@@ -55,6 +55,10 @@ impl super::Source for ThreadedSource {
                     chunk,
                     decoded: None,
                 });
+                // Idle means no data while waiting for it: a chunk that
+                // took longer than the idle timeout to count does not
+                // make the source idle.
+                ingest.pipeline().source_active(now_ms());
                 Ok(Pumped::Data)
             }
             Err(RecvTimeoutError::Timeout) => Ok(Pumped::Idle),
