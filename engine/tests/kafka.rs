@@ -312,6 +312,13 @@ fn lines(text: &str) -> usize {
     text.lines().count()
 }
 
+/// The lines of `text`, sorted: JSON Lines compared as a multiset.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    lines
+}
+
 /// Equal window outputs, or a panic showing the first difference briefly.
 fn assert_same_windows(got: &str, expected: &str, what: &str) {
     if got == expected {
@@ -484,9 +491,11 @@ impl Lcg {
 
 /// Five SIGKILLs at random moments while data arrives (one while the state
 /// is being rebuilt), each restarted in place with default flags: the
-/// windows and counters of an uninterrupted run. The data carries three
-/// plays far in the future: each partition's outlier guard refuses them
-/// once, whatever checkpoint held them, and no window moves.
+/// windows, sessions and counters of an uninterrupted run. The data carries
+/// three plays far in the future: each partition's outlier guard refuses
+/// them once, whatever checkpoint held them, and no window moves. The topic
+/// is keyed by user, so each partition's sessions are whole: together they
+/// are replay's, none lost or written twice.
 #[test]
 fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let _serial = serial();
@@ -494,7 +503,20 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let total = 60_000u64;
     let input = generated(dir.path(), "events.jsonl", total - 3, 40);
     insert_outliers(&input);
-    let (expected, summary) = replay_of(&input, dir.path());
+    let expected_sessions_path = dir.path().join("replay.sessions.jsonl");
+    let (_, summary) = common::replay(
+        &input,
+        dir.path(),
+        &["--sessions", expected_sessions_path.to_str().unwrap()],
+    );
+    let expected = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    let expected_sessions =
+        sorted_lines(&std::fs::read_to_string(&expected_sessions_path).unwrap());
+    assert!(
+        expected_sessions.len() > 1_000,
+        "{} sessions",
+        expected_sessions.len()
+    );
     assert_eq!(summary["rejected_by_reason"]["timestamp_outlier"], 3);
     // The data arrives while the replica runs: six parts, the first before
     // it starts, one more in each of the five rounds.
@@ -524,6 +546,8 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
         // takes the killed one's place in the group at once.
         "--kafka-property",
         "group.instance.id=r",
+        "--emit-sessions",
+        "r.sessions.jsonl",
     ];
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -570,6 +594,18 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
         &replica.windows(),
         &expected,
         "windows after crashes vs an uninterrupted run",
+    );
+    let sessions_path = dir.path().join("r.sessions.jsonl");
+    let sessions = || sorted_lines(&std::fs::read_to_string(&sessions_path).unwrap_or_default());
+    wait_until(Duration::from_secs(60), "every session", || {
+        sessions().len() >= expected_sessions.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        sessions() == expected_sessions,
+        "sessions after crashes: {} vs {} from replay",
+        sessions().len(),
+        expected_sessions.len()
     );
     let m = replica.metrics();
     assert_eq!(
