@@ -753,11 +753,19 @@ fn replicas_hand_over_through_the_state_topic_with_no_shared_directory() {
 
 /// Two replicas split 4 partitions; after the first half of the data one
 /// stops and the other takes its partitions over: summed over replicas,
-/// every window and counter equals one `replay`.
+/// every window and counter equals one `replay`, and the sessions both
+/// write are replay's (the open ones handed over with the partitions).
 fn hand_over_exactly(dir: &Scratch, state_a: &[&str], state_b: &[&str]) {
     let total = 40_000u64;
     let input = generated(dir.path(), "events.jsonl", total, 20);
-    let (expected, summary) = replay_of(&input, dir.path());
+    let replay_sessions = dir.path().join("replay.sessions.jsonl");
+    let (_, summary) = common::replay(
+        &input,
+        dir.path(),
+        &["--sessions", replay_sessions.to_str().unwrap()],
+    );
+    let expected = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    let expected_sessions = sorted_lines(&std::fs::read_to_string(&replay_sessions).unwrap());
     let text = std::fs::read_to_string(&input).unwrap();
     let all: Vec<&str> = text.lines().collect();
     let (first, second) = all.split_at(all.len() / 2);
@@ -777,8 +785,18 @@ fn hand_over_exactly(dir: &Scratch, state_a: &[&str], state_b: &[&str]) {
         "--checkpoint-interval-ms",
         "200",
     ];
-    let args_a = [&common[..], state_a].concat();
-    let args_b = [&common[..], state_b].concat();
+    let args_a = [
+        &common[..],
+        state_a,
+        &["--emit-sessions", "a.sessions.jsonl"],
+    ]
+    .concat();
+    let args_b = [
+        &common[..],
+        state_b,
+        &["--emit-sessions", "b.sessions.jsonl"],
+    ]
+    .concat();
     let mut a = Replica::start(&broker, "listens", "pair", dir.path(), "a", &args_a);
     let b = Replica::start(&broker, "listens", "pair", dir.path(), "b", &args_b);
     wait_until(
@@ -824,7 +842,20 @@ fn hand_over_exactly(dir: &Scratch, state_a: &[&str], state_b: &[&str]) {
     wait_until(Duration::from_secs(60), "the last windows", || {
         summed(&[a.windows(), b.windows()]).len() >= expected_sums.len()
     });
+    let sessions = || {
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        sorted_lines(&(read("a.sessions.jsonl") + &read("b.sessions.jsonl")))
+    };
+    wait_until(Duration::from_secs(60), "every session", || {
+        sessions().len() >= expected_sessions.len()
+    });
     std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        sessions() == expected_sessions,
+        "sessions of both replicas: {} vs {} from replay",
+        sessions().len(),
+        expected_sessions.len()
+    );
 
     let counted_by_b = b.metrics();
     for key in [
