@@ -9,6 +9,9 @@
 //! - a steady flood: 300k plays a minute for 15 minutes, so every pane the
 //!   10-minute window holds is past its share of the budget.
 //!
+//! Listening sessions are built (`--sessions /dev/null`), as `run` builds
+//! them: every play opens a session, so open sessions pass their budget.
+//!
 //! Figures are printed and compared with the targets, never asserted.
 
 use std::io::Write;
@@ -34,7 +37,9 @@ fn play(i: u64, ts: i64, out: &mut Vec<u8>) {
 /// stdin; returns the replay summary (written on stderr).
 fn replay_distinct(count: u64, span_ms: i64) -> Value {
     let mut child = Command::new(downbeat_binary())
+        // Sessions built, as `run` does: every user is a new open session.
         .args(["replay", "--input", "-", "--output", "/dev/null"])
+        .args(["--sessions", "/dev/null"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -64,12 +69,14 @@ fn report(name: &str, summary: &Value, targets: Option<(f64, f64)>) {
     let latency = &summary["window_close_latency_us"];
     let ms = |q: &str| latency[q].as_f64().unwrap_or(f64::NAN) / 1000.0;
     println!(
-        "{name}: {} lines at {:.0} lines/s; peak RSS {rss_mib:.0} MiB; window close p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{name}: {} lines at {:.0} lines/s; peak RSS {rss_mib:.0} MiB; window close p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} sessions, {} evicted",
         summary["lines"],
         summary["lines_per_sec"].as_f64().unwrap_or(f64::NAN),
         ms("p50"),
         ms("p99"),
         ms("max"),
+        summary["sessions"],
+        summary["sessions_evicted"],
     );
     if let Some((rss_target_mib, p99_target_ms)) = targets {
         let verdict = |met: bool| if met { "met" } else { "NOT met" };

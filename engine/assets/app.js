@@ -126,6 +126,21 @@
     setText("kpi-rejected-sub", reasons.length ? reasons.join(", ") : "none since start");
   }
 
+  // A length in seconds, as people say it: "45 s", "12.5 min", "1.2 h".
+  function duration(seconds) {
+    if (seconds < 60) return Math.round(seconds) + " s";
+    if (seconds < 3600) return decimal.format(seconds / 60) + " min";
+    return decimal.format(seconds / 3600) + " h";
+  }
+
+  function renderSessions(doc) {
+    const median = doc && isNumber(doc.median_duration_seconds) ? doc.median_duration_seconds : null;
+    setText("kpi-session-median", median === null ? "–" : duration(median));
+    const rate = doc && isNumber(doc.sessions_per_minute) ? doc.sessions_per_minute : null;
+    setText("kpi-sessions-rate", rate === null ? "–" : decimal.format(rate));
+    setText("kpi-sessions-open", doc ? count(doc.open) : "–");
+  }
+
   // ---- leaderboard ---------------------------------------------------------
 
   function leaderboardRow() {
@@ -284,10 +299,11 @@
   }
 
   async function refresh() {
-    const [latest, stats, trending] = await Promise.all([
+    const [latest, stats, trending, sessions] = await Promise.all([
       getJson("/api/v1/windows/latest"),
       getJson("/api/v1/stats"),
       getJson("/api/v1/trending"),
+      getJson("/api/v1/sessions"),
     ]);
     const tumblingEnd = latest.tumbling ? latest.tumbling.end_ms : null;
     let history = null;
@@ -295,6 +311,7 @@
       history = await getJson("/api/v1/windows/history");
     }
     renderKpis(latest, stats, eventsPerSecond(stats));
+    renderSessions(sessions);
     renderLeaderboard(latest.sliding);
     renderArtists(latest.sliding);
     if (history !== null) {

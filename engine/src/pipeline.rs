@@ -310,6 +310,9 @@ pub struct Totals {
     /// Sessions closed (with sessions built).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
+    /// Of those, closed early to stay within `memory.session_state_mib`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_evicted: Option<u64>,
     /// Why refused lines could not all be kept in the rejects file (absent
     /// when they were, or when none is kept).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1139,8 +1142,10 @@ impl Pipeline {
     pub fn take_closed_sessions(&mut self, into: &mut Vec<ClosedSession>) {
         if let Some(sessions) = self.sessions.as_mut() {
             let closed = sessions.closed.len() as u64;
+            let evicted = sessions.closed.iter().filter(|s| s.evicted).count() as u64;
             into.append(&mut sessions.closed);
             *self.totals.sessions.get_or_insert(0) += closed;
+            *self.totals.sessions_evicted.get_or_insert(0) += evicted;
         }
     }
 

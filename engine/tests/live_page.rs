@@ -123,15 +123,25 @@ struct Engine {
     _child: common::KillOnDrop,
     stdin: ChildStdin,
     port: u16,
+    _config: tempfile::TempDir,
 }
+
+/// The sessions' gap in the engine under test: short, so sessions of the
+/// crafted minutes close while the test runs.
+const SESSION_GAP_MS: i64 = 90_000;
 
 impl Engine {
     fn start() -> Self {
         let port = free_port();
+        let config = tempfile::tempdir().unwrap();
+        let config_file = config.path().join("downbeat.toml");
+        std::fs::write(&config_file, format!("[sessions]\ngap_ms = {SESSION_GAP_MS}\n")).unwrap();
         let mut child = common::downbeat()
             .arg("run")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--input", "-"])
+            .arg("--config")
+            .arg(&config_file)
             // Windows close by event time only: never by the idle wall clock,
             // which would make the later (historical) events late.
             .args(["--idle-timeout-ms", "3600000"])
@@ -145,6 +155,7 @@ impl Engine {
             _child: common::KillOnDrop(child),
             stdin,
             port,
+            _config: config,
         };
         common::wait_until(Duration::from_secs(20), "/healthz", || {
             matches!(common::get(port, "/healthz"), Ok((200, _)))
@@ -298,6 +309,9 @@ return {
   users10m: text("#kpi-users-10m"),
   topSong: text("#kpi-top-song"),
   late: text("#kpi-late"),
+  sessionMedian: text("#kpi-session-median"),
+  sessionsRate: text("#kpi-sessions-rate"),
+  sessionsOpen: text("#kpi-sessions-open"),
   rejected: text("#kpi-rejected"),
   leaderboard: [...document.querySelectorAll("#leaderboard li")].map((li) => ({
     song: li.querySelector(".song").textContent,
@@ -355,10 +369,12 @@ fn stream(ts: i64, user: u32, artist: &str, song: &str) -> String {
     .to_string()
 }
 
-/// Crafted streams, and the users of each minute (the oracle for active users).
+/// Crafted streams, the users of each minute (the oracle for active users)
+/// and each stream's (user, time) (the oracle for sessions).
 struct Input {
     next_user: u32,
     users_by_minute: Vec<HashSet<u32>>,
+    plays: Vec<(u32, i64)>,
 }
 
 impl Input {
@@ -366,7 +382,33 @@ impl Input {
         Self {
             next_user: 0,
             users_by_minute: vec![HashSet::new(); 16],
+            plays: Vec::new(),
         }
+    }
+
+    /// (end, length) of the sessions closed at `watermark_ms`, from
+    /// scratch: each user's plays sorted, cut at gaps over the session gap;
+    /// closed once the watermark passes the last play plus the gap.
+    fn closed_sessions(&self, watermark_ms: i64) -> Vec<(i64, i64)> {
+        let mut by_user: std::collections::BTreeMap<u32, Vec<i64>> = Default::default();
+        for &(user, ts) in &self.plays {
+            by_user.entry(user).or_default().push(ts);
+        }
+        let mut closed = Vec::new();
+        for times in by_user.values_mut() {
+            times.sort_unstable();
+            let mut start = times[0];
+            for pair in times.windows(2) {
+                if pair[1] - pair[0] > SESSION_GAP_MS {
+                    closed.push((pair[0], pair[0] - start));
+                    start = pair[1];
+                }
+            }
+            let last = *times.last().unwrap();
+            closed.push((last, last - start));
+        }
+        closed.retain(|&(end, _)| end + SESSION_GAP_MS < watermark_ms);
+        closed
     }
 
     /// `count` streams of one song in minute `minute`, 11 s into it (so the
@@ -378,12 +420,9 @@ impl Input {
                 let user = self.next_user % 13;
                 self.next_user += 1;
                 self.users_by_minute[minute as usize].insert(user);
-                stream(
-                    T0 + minute * MINUTE + 11_000 + i as i64 * 100,
-                    user,
-                    artist,
-                    song,
-                )
+                let ts = T0 + minute * MINUTE + 11_000 + i as i64 * 100;
+                self.plays.push((user, ts));
+                stream(ts, user, artist, song)
             })
             .collect()
     }
@@ -576,6 +615,57 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
     assert_eq!(status, 200);
     let trending: Value = serde_json::from_str(&trending).unwrap();
     assert!(trending["songs"].is_array(), "{trending}");
+
+    // Sessions (one per user, cut at 90 s gaps) closed by the watermark
+    // at minute 8: the API against a from-scratch cut, the page against
+    // the API.
+    let closed = input.closed_sessions(T0 + 8 * MINUTE + 11_000 - 10_000);
+    let latest_end = closed.iter().map(|c| c.0).max().unwrap();
+    let mut lengths: Vec<i64> = closed
+        .iter()
+        .filter(|c| c.0 > latest_end - 10 * MINUTE)
+        .map(|c| c.1)
+        .collect();
+    lengths.sort_unstable();
+    let n = lengths.len();
+    assert!(n > 5, "{closed:?}");
+    let median_ms = if n % 2 == 1 {
+        lengths[n / 2] as f64
+    } else {
+        (lengths[n / 2 - 1] + lengths[n / 2]) as f64 / 2.0
+    };
+    let (status, _, sessions) = http(engine.port, "GET", "/api/v1/sessions", None);
+    assert_eq!(status, 200);
+    let sessions: Value = serde_json::from_str(&sessions).unwrap();
+    assert_eq!(sessions["closed"], n, "{sessions}");
+    assert_eq!(sessions["median_duration_seconds"], median_ms / 1000.0, "{sessions}");
+    assert_eq!(sessions["sessions_per_minute"], n as f64 / 10.0, "{sessions}");
+    // Every user has one session or more, closed or open.
+    let users: HashSet<u32> = input.plays.iter().map(|p| p.0).collect();
+    let open = sessions["open"].as_u64().unwrap() as usize;
+    assert!(open >= 1, "{sessions}");
+    assert!(closed.len() + open >= users.len(), "{sessions}");
+    // The page's figures, as JavaScript formats them (one decimal at most).
+    let one_decimal = |x: f64| {
+        let text = format!("{:.1}", x);
+        text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
+    };
+    let seconds = median_ms / 1000.0;
+    let median_text = if seconds < 60.0 {
+        format!("{} s", seconds.round())
+    } else {
+        format!("{} min", one_decimal(seconds / 60.0))
+    };
+    browser.wait_for(
+        "the sessions card",
+        &format!(
+            r##"return document.getElementById("kpi-session-median").textContent === {:?};"##,
+            median_text
+        ),
+    );
+    let card = browser.script(PAGE_STATE);
+    assert_eq!(card["sessionsRate"], one_decimal(n as f64 / 10.0), "{card}");
+    assert_eq!(card["sessionsOpen"], sessions["open"].to_string(), "{card}");
 
     let shot = browser.screenshot("live_page-2.png");
     eprintln!("screenshot: {}", shot.display());
