@@ -9,8 +9,9 @@
 //! - a steady flood: 300k plays a minute for 15 minutes, so every pane the
 //!   10-minute window holds is past its share of the budget.
 //!
-//! Listening sessions are built (`--sessions /dev/null`), as `run` builds
-//! them: every play opens a session, so open sessions pass their budget.
+//! Each runs with listening sessions built (`--sessions /dev/null`), as
+//! `run` builds them: every play opens a session, so open sessions pass
+//! their budget; and without, for comparison.
 //!
 //! Figures are printed and compared with the targets, never asserted.
 
@@ -35,11 +36,14 @@ fn play(i: u64, ts: i64, out: &mut Vec<u8>) {
 
 /// Replays `count` distinct plays spread evenly over `span_ms` through
 /// stdin; returns the replay summary (written on stderr).
-fn replay_distinct(count: u64, span_ms: i64) -> Value {
-    let mut child = Command::new(downbeat_binary())
+fn replay_distinct(count: u64, span_ms: i64, sessions: bool) -> Value {
+    let mut command = Command::new(downbeat_binary());
+    command.args(["replay", "--input", "-", "--output", "/dev/null"]);
+    if sessions {
         // Sessions built, as `run` does: every user is a new open session.
-        .args(["replay", "--input", "-", "--output", "/dev/null"])
-        .args(["--sessions", "/dev/null"])
+        command.args(["--sessions", "/dev/null"]);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,12 +93,23 @@ fn report(name: &str, summary: &Value, targets: Option<(f64, f64)>) {
 }
 
 fn main() {
-    let issue = replay_distinct(1_000_000, 120_000);
-    report(
-        "1M distinct songs and users in 2 minutes",
-        &issue,
-        Some((160.0, 250.0)),
-    );
-    let flood = replay_distinct(4_500_000, 900_000);
-    report("300k distinct songs a minute for 15 minutes", &flood, None);
+    for sessions in [true, false] {
+        let with = if sessions {
+            "with sessions"
+        } else {
+            "without sessions"
+        };
+        let issue = replay_distinct(1_000_000, 120_000, sessions);
+        report(
+            &format!("1M distinct songs and users in 2 minutes, {with}"),
+            &issue,
+            Some((160.0, 250.0)),
+        );
+        let flood = replay_distinct(4_500_000, 900_000, sessions);
+        report(
+            &format!("300k distinct songs a minute for 15 minutes, {with}"),
+            &flood,
+            None,
+        );
+    }
 }

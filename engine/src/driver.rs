@@ -244,20 +244,18 @@ impl Ingest for Driver {
             }
         }
         self.closed = closed;
-        self.publish_sessions();
         self.publish_partials();
         self.publish_trending();
-        for index in 0..self.sinks.len() {
-            if let Err(error) = self.sinks[index].flush() {
-                let name = self.sinks[index].name();
-                self.sink_failed(name, error);
-            }
-        }
+        self.flush_sinks();
         if let Some(started) = self.pipeline.take_close_started() {
             let elapsed = started.elapsed();
             self.metrics.record_close_latency(elapsed);
             let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             self.close_latency.saturating_record(nanos.max(1));
+        }
+        // Sessions after the windows: the close latency measures windows.
+        if self.publish_sessions() {
+            self.flush_sinks();
         }
     }
 
@@ -323,11 +321,21 @@ impl Driver {
         }
     }
 
+    fn flush_sinks(&mut self) {
+        for index in 0..self.sinks.len() {
+            if let Err(error) = self.sinks[index].flush() {
+                let name = self.sinks[index].name();
+                self.sink_failed(name, error);
+            }
+        }
+    }
+
     /// Listening sessions closed since the last publish: to the sinks.
-    fn publish_sessions(&mut self) {
+    /// False when there were none.
+    fn publish_sessions(&mut self) -> bool {
         self.pipeline.take_closed_sessions(&mut self.sessions);
         if self.sessions.is_empty() {
-            return;
+            return false;
         }
         let sessions = std::mem::take(&mut self.sessions);
         for index in 0..self.sinks.len() {
@@ -338,6 +346,7 @@ impl Driver {
         }
         self.sessions = sessions;
         self.sessions.clear();
+        true
     }
 
     /// The trend detector scored a tumbling window: to the sinks.

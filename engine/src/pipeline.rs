@@ -1049,13 +1049,7 @@ impl Pipeline {
     }
 
     fn advance(&mut self, watermark_ms: i64) {
-        let before = self.closed.len();
-        // Read the clock only when a window boundary is crossed.
-        let started = self
-            .aggregator
-            .crosses_boundary(watermark_ms)
-            .then(Instant::now);
-        self.aggregator.advance(watermark_ms, &mut self.closed);
+        // Sessions first: the close latency measures windows.
         if let Some(sessions) = self.sessions.as_mut() {
             let mut closed = std::mem::take(&mut sessions.closed);
             for sessionizer in sessions.all_mut() {
@@ -1063,6 +1057,13 @@ impl Pipeline {
             }
             sessions.closed = closed;
         }
+        let before = self.closed.len();
+        // Read the clock only when a window boundary is crossed.
+        let started = self
+            .aggregator
+            .crosses_boundary(watermark_ms)
+            .then(Instant::now);
+        self.aggregator.advance(watermark_ms, &mut self.closed);
         if self.closed.len() > before {
             self.totals.windows += (self.closed.len() - before) as u64;
             if let Some(started) = started {

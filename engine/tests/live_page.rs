@@ -135,7 +135,11 @@ impl Engine {
         let port = free_port();
         let config = tempfile::tempdir().unwrap();
         let config_file = config.path().join("downbeat.toml");
-        std::fs::write(&config_file, format!("[sessions]\ngap_ms = {SESSION_GAP_MS}\n")).unwrap();
+        std::fs::write(
+            &config_file,
+            format!("[sessions]\ngap_ms = {SESSION_GAP_MS}\n"),
+        )
+        .unwrap();
         let mut child = common::downbeat()
             .arg("run")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -638,8 +642,16 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
     assert_eq!(status, 200);
     let sessions: Value = serde_json::from_str(&sessions).unwrap();
     assert_eq!(sessions["closed"], n, "{sessions}");
-    assert_eq!(sessions["median_duration_seconds"], median_ms / 1000.0, "{sessions}");
-    assert_eq!(sessions["sessions_per_minute"], n as f64 / 10.0, "{sessions}");
+    assert_eq!(
+        sessions["median_duration_seconds"],
+        median_ms / 1000.0,
+        "{sessions}"
+    );
+    assert_eq!(
+        sessions["sessions_per_minute"],
+        n as f64 / 10.0,
+        "{sessions}"
+    );
     // Every user has one session or more, closed or open.
     let users: HashSet<u32> = input.plays.iter().map(|p| p.0).collect();
     let open = sessions["open"].as_u64().unwrap() as usize;

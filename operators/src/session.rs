@@ -164,15 +164,44 @@ struct Held {
 /// one, held in the table's bucket (no allocation, no pointer to chase).
 type KeySessions = SmallVec<[Held; 1]>;
 
-/// What a key costs besides its two strings' bytes: its map bucket (two
-/// inline strings and one inline session, at the table's load factor).
-/// Errs high; strings up to 24 bytes are inline, so their bytes are
-/// counted twice.
-const KEY_OVERHEAD_BYTES: usize = 112;
-/// What an open session costs: its entry in the key's list (40 bytes; a
-/// key's second and later spill to the heap) and its closing entry (a key
-/// copy, time and id in a B-tree node, ~96).
-const SESSION_OVERHEAD_BYTES: usize = 144;
+/// A closing entry (time, key copy, id) in a B-tree node, with the node's
+/// overhead at its usual fill.
+const CLOSING_ENTRY_BYTES: usize = 96;
+/// Strings up to this long are held inline (`CompactString`).
+const INLINE_STRING_BYTES: usize = 24;
+
+/// The most keys a budget allows. The table's allocation is what keys
+/// cost, and it grows by doubling: keys are capped at 7/16 of a table of
+/// `buckets` (half its capacity), the largest such table that fits three
+/// quarters of the budget with every key's closing entry, so the table
+/// never grows past it (hashbrown rehashes in place below half its
+/// capacity). The last quarter is for ids longer than the inline 24 bytes.
+fn max_keys(max_state_bytes: usize) -> usize {
+    let bucket = std::mem::size_of::<(SessionKey, KeySessions)>() + 1;
+    let cost = |buckets: usize| {
+        buckets.saturating_mul(bucket) + (buckets / 16 * 7).saturating_mul(CLOSING_ENTRY_BYTES)
+    };
+    let room = max_state_bytes / 4 * 3;
+    let mut buckets: usize = 16;
+    // 2^40 buckets: beyond any memory, so an unlimited budget stops here.
+    while buckets < 1 << 40 && cost(buckets * 2) <= room {
+        buckets *= 2;
+    }
+    buckets / 16 * 7
+}
+
+/// Heap bytes of a key's strings (those longer than the inline 24), for
+/// its map copy and one closing entry's copy.
+fn key_heap_bytes(user_id: &str, session_id: Option<&str>) -> usize {
+    let heap = |s: &str| {
+        if s.len() > INLINE_STRING_BYTES {
+            s.len()
+        } else {
+            0
+        }
+    };
+    2 * (heap(user_id) + session_id.map_or(0, heap))
+}
 
 /// Builds sessions from events and closes them as the watermark passes.
 ///
@@ -190,8 +219,11 @@ pub struct Sessionizer {
     closing: BTreeSet<(EventTimeMs, SessionKey, u64)>,
     next_id: u64,
     open_sessions: usize,
-    state_bytes: usize,
+    /// Heap bytes of ids longer than the inline 24 bytes.
+    heap_bytes: usize,
     max_state_bytes: usize,
+    /// Keys and open sessions at most (see [`max_keys`]).
+    max_keys: usize,
     evicted: u64,
 }
 
@@ -207,10 +239,17 @@ impl Sessionizer {
             closing: BTreeSet::new(),
             next_id: 0,
             open_sessions: 0,
-            state_bytes: 0,
+            heap_bytes: 0,
             max_state_bytes,
+            max_keys: max_keys(max_state_bytes),
             evicted: 0,
         })
+    }
+
+    /// Sessions open at once at most under the budget: past it, the session
+    /// due to close first is evicted.
+    pub fn max_open_sessions(&self) -> usize {
+        self.max_keys
     }
 
     /// Open sessions.
@@ -218,9 +257,10 @@ impl Sessionizer {
         self.open_sessions
     }
 
-    /// Bytes charged for the open sessions and their keys.
+    /// Bytes held for open sessions: the key table's allocation, the
+    /// closing entries and ids held on the heap.
     pub fn state_bytes(&self) -> usize {
-        self.state_bytes
+        self.open.allocation_size() + self.closing.len() * CLOSING_ENTRY_BYTES + self.heap_bytes
     }
 
     /// Sessions closed early to stay within the budget, since the start.
@@ -231,6 +271,15 @@ impl Sessionizer {
     /// Change the budget (a replica's share when it holds several inputs).
     pub fn set_max_state_bytes(&mut self, max_state_bytes: usize) {
         self.max_state_bytes = max_state_bytes;
+        self.max_keys = max_keys(max_state_bytes);
+    }
+
+    /// Past the budget: more sessions or keys than it allows, or too many
+    /// bytes of long ids.
+    fn over_budget(&self) -> bool {
+        self.open_sessions > self.max_keys
+            || self.open.len() > self.max_keys
+            || self.heap_bytes > self.max_state_bytes / 4
     }
 
     /// Add one event: it starts a session, extends one, or bridges several
@@ -241,11 +290,16 @@ impl Sessionizer {
             user_id: event.user_id,
             session_id: event.session_id,
         };
+        // A new key at the cap: make room first, so the table never grows.
+        if self.open.len() >= self.max_keys && !self.open.contains_key(&probe) {
+            while self.open.len() >= self.max_keys && self.open_sessions > 0 {
+                self.close_first(None, true, out);
+            }
+        }
         let sessions = match self.open.entry_ref(&probe) {
             hashbrown::hash_map::EntryRef::Occupied(entry) => entry.into_mut(),
             hashbrown::hash_map::EntryRef::Vacant(entry) => {
-                self.state_bytes +=
-                    KEY_OVERHEAD_BYTES + probe.user_id.len() + probe.session_id.map_or(0, str::len);
+                self.heap_bytes += key_heap_bytes(probe.user_id, probe.session_id);
                 entry.insert(KeySessions::new())
             }
         };
@@ -271,7 +325,6 @@ impl Sessionizer {
                     held.plays += next.plays;
                     // The next one's closing entry is now stale.
                     self.open_sessions -= 1;
-                    self.state_bytes -= SESSION_OVERHEAD_BYTES;
                 }
             }
             None => {
@@ -289,10 +342,9 @@ impl Sessionizer {
                 self.closing
                     .insert((t.saturating_add(gap), key.clone(), id));
                 self.open_sessions += 1;
-                self.state_bytes += SESSION_OVERHEAD_BYTES;
             }
         }
-        while self.state_bytes > self.max_state_bytes && self.open_sessions > 0 {
+        while self.over_budget() && self.open_sessions > 0 {
             self.close_first(None, true, out);
         }
     }
@@ -339,10 +391,9 @@ impl Sessionizer {
             sessions.remove(position);
             if sessions.is_empty() {
                 self.open.remove(&key);
-                self.state_bytes -= key_bytes(&key);
+                self.heap_bytes -= key_heap_bytes(&key.user_id, key.session_id.as_deref());
             }
             self.open_sessions -= 1;
-            self.state_bytes -= SESSION_OVERHEAD_BYTES;
             self.evicted += u64::from(evicted);
             out.push(ClosedSession {
                 user_id: key.user_id,
@@ -376,20 +427,14 @@ impl Sessionizer {
             self.closing
                 .insert((session.end_ms.saturating_add(self.gap_ms), key.clone(), id));
             if !self.open.contains_key(&key) {
-                self.state_bytes += key_bytes(&key);
+                self.heap_bytes += key_heap_bytes(&key.user_id, key.session_id.as_deref());
             }
             let held = self.open.entry(key).or_default();
             let at = held.partition_point(|h| h.session.start_ms < session.start_ms);
             held.insert(at, Held { id, session });
             self.open_sessions += 1;
-            self.state_bytes += SESSION_OVERHEAD_BYTES;
         }
     }
-}
-
-/// What a key is charged: its strings and [`KEY_OVERHEAD_BYTES`].
-fn key_bytes(key: &SessionKey) -> usize {
-    KEY_OVERHEAD_BYTES + key.user_id.len() + key.session_id.as_deref().map_or(0, str::len)
 }
 
 #[cfg(test)]
@@ -489,7 +534,7 @@ mod tests {
         }
         sessionizer.flush(&mut out);
         assert_eq!(
-            (sessionizer.open_sessions(), sessionizer.state_bytes()),
+            (sessionizer.open_sessions(), sessionizer.heap_bytes),
             (0, 0)
         );
         assert!(out.iter().all(|s| !s.evicted));
@@ -592,33 +637,58 @@ mod tests {
 
     #[test]
     fn past_the_budget_the_session_due_first_is_evicted_and_marked() {
-        // Room for two sessions of one-byte keys and no more.
-        let one = KEY_OVERHEAD_BYTES + 2 + SESSION_OVERHEAD_BYTES;
-        let mut s = Sessionizer::new(&SessionConfig { gap_ms: GAP }, 2 * one).unwrap();
+        // The smallest budget: a table of 16 buckets, 7 keys.
+        let mut s = Sessionizer::new(&SessionConfig { gap_ms: GAP }, 0).unwrap();
+        assert_eq!(s.max_open_sessions(), 7);
         let mut out = Vec::new();
-        for (t, user) in [(10, "a"), (5, "b"), (20, "c")] {
-            s.add(
-                SessionEvent {
-                    time_ms: t,
-                    user_id: user,
-                    session_id: Some("1"),
-                    play: false,
-                },
-                &mut out,
-            );
+        let users: Vec<String> = (0..8).map(|u| format!("u{u}")).collect();
+        // User 3's event is the earliest: its session is due first.
+        for (u, user) in users.iter().enumerate() {
+            let time_ms = if u == 3 { 5 } else { 10 + u as i64 };
+            let event = SessionEvent {
+                time_ms,
+                user_id: user,
+                session_id: Some("1"),
+                play: false,
+            };
+            s.add(event, &mut out);
         }
-        assert_eq!(s.open_sessions(), 2);
-        assert!(s.state_bytes() <= 2 * one);
+        let table = s.open.allocation_size();
+        assert_eq!(s.open_sessions(), 7);
         assert_eq!(s.evicted(), 1);
         assert_eq!(out.len(), 1);
-        assert_eq!((&*out[0].user_id, out[0].evicted), ("b", true));
+        assert_eq!((&*out[0].user_id, out[0].evicted), ("u3", true));
         assert!(serde_json::to_string(&out[0])
             .unwrap()
             .ends_with(r#""evicted":true}"#));
+        // Many more keys come and go: the table never grows.
+        for round in 0..50 {
+            for u in 0..7 {
+                let user = format!("r{round}-{u}");
+                let event = SessionEvent {
+                    time_ms: 1_000 + round,
+                    user_id: &user,
+                    session_id: None,
+                    play: true,
+                };
+                s.add(event, &mut out);
+            }
+        }
+        assert_eq!(s.open.allocation_size(), table);
+        assert_eq!(s.open_sessions(), 7);
         s.flush(&mut out);
-        assert_eq!(s.state_bytes(), 0);
-        let users: Vec<&str> = out.iter().map(|c| &*c.user_id).collect();
-        assert_eq!(users, ["b", "a", "c"]);
+        assert_eq!((s.open_sessions(), s.heap_bytes), (0, 0));
+        assert_eq!(out.len(), 8 + 350);
+    }
+
+    /// The default budget holds about 115,000 open sessions in about
+    /// 48 MiB of table and closing entries.
+    #[test]
+    fn the_default_budget_caps_keys_below_it() {
+        let budget = 64 << 20;
+        let keys = max_keys(budget);
+        assert!((100_000..130_000).contains(&keys), "{keys}");
+        assert!(max_keys(budget / 4) < keys / 3);
     }
 
     #[test]
