@@ -225,7 +225,13 @@ def run_check(binary, work, processes):
              "--spike-song", "Viral Hit", "--spike-artist", "Nobody",
              "--spike-after-secs", "1560", "--spike-duration-secs", "240", "--spike-share", "0.02"],
             stdout=out, check=True)
-    start(processes, work, "spike", [binary, "run", "--input", spike_file, "--idle-timeout-ms", "500", *listen("spike")])
+    # A 1-minute session gap, so its sessions (all within the last 30
+    # minutes) close during the check and the session panels have data.
+    spike_config = os.path.join(work, "spike.toml")
+    with open(spike_config, "w") as f:
+        f.write("[sessions]\ngap_ms = 60000\n")
+    start(processes, work, "spike", [binary, "run", "--input", spike_file, "--idle-timeout-ms", "500",
+                                     "--config", spike_config, *listen("spike")])
 
     # kafka: tansu, a producer, a consumer.
     broker = f"127.0.0.1:{ports['broker']}"
@@ -279,6 +285,7 @@ def run_check(binary, work, processes):
              lambda: query(prometheus, 'downbeat_window_streams{window="1m", job="downbeat-merge"}')[1])
     wait_for("the spike trending", 60, lambda: query(prometheus, "downbeat_trending_song_ratio")[1])
     wait_for("Kafka lag series", 60, lambda: query(prometheus, "downbeat_kafka_consumer_lag_records")[1])
+    wait_for("closed sessions", 60, lambda: query(prometheus, "downbeat_sessions_closed_total > 0")[1])
     time.sleep(5)  # a few more scrapes, so rate() over 1m has points on every series
 
     failures = []
