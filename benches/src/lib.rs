@@ -34,7 +34,7 @@ pub fn eventsim_lines(count: usize, start_ms: i64, step_ms: f64, seed: u64) -> V
         seed,
         ..GeneratorConfig::default()
     };
-    let mut generator = Generator::new(&config);
+    let mut generator = Generator::for_rate(&config, 1000.0 / step_ms);
     let mut out = Vec::with_capacity(count * 480);
     for i in 0..count {
         generator.write_event(start_ms + (i as f64 * step_ms) as i64, &mut out);

@@ -94,7 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut resume = ResumeBytes::default();
     let (mut source, tick): (Box<dyn Source>, Duration) = match config.source.kind {
         SourceKind::Generator => {
-            let generator = Generator::new(&config.generator);
+            let generator = Generator::for_rate(&config.generator, config.source.rate_per_sec);
             (
                 Box::new(paced::source(generator, config.source.rate_per_sec)?),
                 TICK,

@@ -474,7 +474,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     config.source.rate_per_sec = args.events.rate;
     args.events.spike.apply(&mut config);
     config.validate()?;
-    let mut generator = Generator::new(&config.generator);
+    let mut generator = Generator::for_rate(&config.generator, args.events.rate);
     let step_ms = 1000.0 / args.events.rate;
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());

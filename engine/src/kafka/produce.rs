@@ -261,7 +261,7 @@ fn wait_for_deliveries(producer: &BaseProducer<Context>) -> anyhow::Result<()> {
 }
 
 fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<()> {
-    let mut generator = Generator::new(&settings.generator);
+    let mut generator = Generator::for_rate(&settings.generator, settings.rate_per_sec);
     let step_ms = 1000.0 / settings.rate_per_sec;
     let mut line = Vec::with_capacity(1024);
     match settings.count {

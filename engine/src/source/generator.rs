@@ -32,7 +32,8 @@ pub struct GeneratorConfig {
     /// Seed of every random choice: the same seed (and the same calls) gives byte-identical
     /// output. Default 42.
     pub seed: u64,
-    /// Number of distinct users (userId "1" to "users"), 1 to 10,000,000. Default 2,000.
+    /// Number of distinct users (userId "1" to "users"), 1 to 10,000,000; 0 (the default)
+    /// scales the audience with the event rate (see [`Generator::for_rate`]).
     pub users: u32,
     /// Number of distinct artists in the catalogue, 1 to 1,000,000. Default 1,000.
     pub artists: u32,
@@ -53,7 +54,7 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {
             seed: 42,
-            users: 2_000,
+            users: 0,
             artists: 1_000,
             songs: 10_000,
             song_zipf_exponent: 1.1,
@@ -75,8 +76,8 @@ const MAX_ZIPF_EXPONENT: f64 = 10.0;
 /// Why a [`GeneratorConfig`] was rejected; each variant names the field to fix.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum GeneratorConfigError {
-    /// A count (`users`, `artists` or `songs`) is zero or too large: set it within the range
-    /// given in the message.
+    /// A count (`users`, `artists` or `songs`) is out of range: set it within the range
+    /// given in the message (`users` may also be 0: scaled with the rate).
     #[error("generator setting `{field}` must be between 1 and {max}, got {value}")]
     CountOutOfRange {
         /// Name of the offending field.
@@ -106,7 +107,8 @@ impl GeneratorConfig {
             ("artists", self.artists, MAX_ARTISTS),
             ("songs", self.songs, MAX_SONGS),
         ] {
-            if value == 0 || value > max {
+            let zero_ok = field == "users";
+            if (value == 0 && !zero_ok) || value > max {
                 return Err(GeneratorConfigError::CountOutOfRange { field, value, max });
             }
         }
@@ -126,9 +128,18 @@ impl GeneratorConfig {
 /// Writes EventSim classic JSON lines: listens (NextSong) and the other pages of a session.
 ///
 /// Users, their attributes and the song catalogue are fixed by the seed when the generator is
-/// built; each call then picks a user uniformly, continues (or starts) that user's session and
-/// writes one event. Registration times are drawn as 1 to 400 days before the first `ts_ms`
-/// the generator is given, so they precede the events whatever clock the caller uses.
+/// built. The audience behaves like a service's: a pool of sessions is open at any time, sized
+/// so that each open session sees an event every [`SESSION_EVENT_GAP_SECS`] of event time on
+/// average at the given rate; events go round the pool in order, passing over one session in
+/// four (so a session's gaps vary), and
+/// when a session ends (its drawn length reached, or a Logout) a user not in a session starts
+/// the next one. The population (unless `users` is set) is [`USERS_PER_OPEN_SESSION`] times
+/// the pool, so users come and go: at 50 or 500 events/s about two thirds of the users of
+/// 10 minutes are active in any one minute (0.65; the round visits each open session
+/// every 40 s, so it plays in every minute it is open). Free users who submit an upgrade become paid, and
+/// paid users who submit a downgrade free, as in EventSim. Registration times are drawn as 1
+/// to 400 days before the first `ts_ms` the generator is given, so they precede the events
+/// whatever clock the caller uses.
 #[derive(Clone)]
 pub struct Generator {
     /// Random choices made per event.
@@ -143,6 +154,15 @@ pub struct Generator {
     zipf_cdf: Vec<f64>,
     /// Per-user attributes and session state; user `i` has userId `i + 1`.
     users: Vec<User>,
+    /// Whether each user is in a session.
+    in_session: Vec<bool>,
+    /// The open sessions, each with a copy of its user (so an event reads one entry, and
+    /// the round below walks them in order).
+    open: Vec<OpenSession>,
+    /// Sessions kept open at once.
+    open_target: usize,
+    /// The open session that wrote the last event.
+    cursor: usize,
     /// `,"page":..,"level":"..","itemInSession":` for page `p` and level `l` at `2 * p + l`.
     page_fragments: Vec<Box<[u8]>>,
     /// Cumulative page weights of non-NextSong events, for free (0) and paid (1) users.
@@ -174,8 +194,23 @@ struct Song {
     fragment: Box<[u8]>,
 }
 
-/// One user: fixed attributes and the state of the current session.
+/// An open session: its user, a copy of the user's attributes, and where it is.
 #[derive(Clone)]
+struct OpenSession {
+    /// Index into `Generator::users`.
+    user: u32,
+    /// The user's attributes (the level may change during the session).
+    profile: User,
+    /// The session id.
+    session_id: u64,
+    /// itemInSession of the next event.
+    item_in_session: u32,
+    /// Events left.
+    items_left: u32,
+}
+
+/// One user's attributes.
+#[derive(Clone, Copy)]
 struct User {
     /// Index into `Generator::first_name_fragments` (female names first).
     first_name: u16,
@@ -191,20 +226,29 @@ struct User {
     female: bool,
     /// How long before the anchor time the user registered.
     registration_age_ms: i64,
-    /// Current session id.
-    session_id: u64,
-    /// itemInSession of the next event in the current session.
-    item_in_session: u32,
-    /// Events left in the current session; 0 starts a new session at the next event.
-    items_left: u32,
 }
+/// Mean event time between two events of one open session, in seconds: with a session's
+/// median of about 26 events (some cut short by a Logout), sessions last about 12 minutes.
+pub const SESSION_EVENT_GAP_SECS: f64 = 40.0;
+/// Users per open session when the population scales with the rate.
+pub const USERS_PER_OPEN_SESSION: usize = 3;
+/// Mean session length in events beyond the first (lengths are exponentially distributed).
+const MEAN_SESSION_EXTRA_EVENTS: f64 = 36.0;
+/// The round passes over one open session in this many (so it moves on by 1.25 a step).
+const SKIP_ONE_IN: u64 = 4;
+/// The rate assumed by [`Generator::new`] (`run`'s default).
+pub const DEFAULT_RATE_PER_SEC: f64 = 500.0;
 
 /// Index of NextSong in [`PAGES`].
 const NEXT_SONG: usize = 0;
 /// Index of Logout in [`PAGES`]: it ends the session.
 const LOGOUT: usize = 6;
 /// Longest session, in events.
-const MAX_SESSION_ITEMS: u64 = 60;
+const MAX_SESSION_ITEMS: u64 = 400;
+/// Index of Submit Upgrade in [`PAGES`]: a free user becomes paid.
+const SUBMIT_UPGRADE: usize = 12;
+/// Index of Submit Downgrade in [`PAGES`]: a paid user becomes free.
+const SUBMIT_DOWNGRADE: usize = 14;
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 /// Song lengths are drawn in this range, in hundred-thousandths of a second.
@@ -758,14 +802,25 @@ const SPECIAL_TITLES: &[&str] = &[
 ];
 
 impl Generator {
-    /// Builds the catalogue and the users for `config`.
+    /// Builds the catalogue and the users for `config`, for [`DEFAULT_RATE_PER_SEC`].
     ///
     /// # Panics
     ///
     /// If `config` is invalid: check it first with [`GeneratorConfig::validate`], or use
     /// [`Generator::try_new`].
     pub fn new(config: &GeneratorConfig) -> Self {
-        match Self::try_new(config) {
+        Self::for_rate(config, DEFAULT_RATE_PER_SEC)
+    }
+
+    /// Builds the catalogue and an audience for `rate_per_sec` events a second of event time:
+    /// `rate_per_sec * SESSION_EVENT_GAP_SECS` sessions open at once, and (with `users` 0)
+    /// [`USERS_PER_OPEN_SESSION`] times as many users.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid (see [`Generator::new`]).
+    pub fn for_rate(config: &GeneratorConfig, rate_per_sec: f64) -> Self {
+        match Self::try_for_rate(config, rate_per_sec) {
             Ok(generator) => generator,
             Err(error) => panic!("invalid generator config: {error}"),
         }
@@ -773,10 +828,19 @@ impl Generator {
 
     /// Builds the catalogue and the users for `config`, or says which field is invalid.
     pub fn try_new(config: &GeneratorConfig) -> Result<Self, GeneratorConfigError> {
+        Self::try_for_rate(config, DEFAULT_RATE_PER_SEC)
+    }
+
+    /// [`Generator::for_rate`], or says which field is invalid.
+    pub fn try_for_rate(
+        config: &GeneratorConfig,
+        rate_per_sec: f64,
+    ) -> Result<Self, GeneratorConfigError> {
         config.validate()?;
         let (artists, songs) = build_catalogue(config);
         let zipf_cdf = zipf_cdf(songs.len(), config.song_zipf_exponent);
-        let users = build_users(config);
+        let (user_count, open_target) = audience(config.users, rate_per_sec);
+        let users = build_users(config, user_count);
         let spike = match &config.spike {
             Some(spike) => Some(Spike::resolve(spike, |title| {
                 songs
@@ -822,7 +886,11 @@ impl Generator {
             artists,
             songs,
             zipf_cdf,
+            in_session: vec![false; users.len()],
             users,
+            open: Vec::with_capacity(open_target),
+            open_target,
+            cursor: 0,
             page_fragments,
             page_cumulative_weights,
             location_fragments: fragments("location", &mut LOCATIONS.iter().map(|l| l.0), ""),
@@ -856,28 +924,83 @@ impl Generator {
                 return;
             }
         }
-        let user = self.rng.below(self.users.len() as u64) as usize;
+        let slot = self.next_session();
         if self.rng.unit() >= self.non_stream_ratio {
             let song = self.draw_song();
-            self.write_head(ts_ms, user, NEXT_SONG, out);
+            self.write_head(ts_ms, slot, NEXT_SONG, out);
             out.extend_from_slice(&self.songs[song].fragment);
         } else {
-            let level = usize::from(self.users[user].level);
+            let level = usize::from(self.open[slot].profile.level);
             let page = self.rng.weighted(&self.page_cumulative_weights[level]);
-            self.write_head(ts_ms, user, page, out);
+            self.write_head(ts_ms, slot, page, out);
             out.push(b'}');
-            if page == LOGOUT {
-                self.users[user].items_left = 0;
+            let session = &mut self.open[slot];
+            match page {
+                LOGOUT => session.items_left = 0,
+                // The level changes from the next event on (this one shows the old one).
+                SUBMIT_UPGRADE => session.profile.level = 1,
+                SUBMIT_DOWNGRADE => session.profile.level = 0,
+                _ => {}
             }
         }
+        self.end_if_done(slot);
+    }
+
+    /// The open session of the next event. While fewer than the target are open, a user not
+    /// in a session starts one; otherwise the round goes on to the next open session, passing
+    /// over one now and then, so a session's events come about `open / rate` apart.
+    fn next_session(&mut self) -> usize {
+        if self.open.len() < self.open_target {
+            // A user not in a session; with a third of the users open, a few draws find one.
+            for _ in 0..16 {
+                let user = self.rng.below(self.users.len() as u64) as usize;
+                if !self.in_session[user] {
+                    return self.start_session(user);
+                }
+            }
+        }
+        if self.open.is_empty() {
+            let user = self.rng.below(self.users.len() as u64) as usize;
+            return self.start_session(user);
+        }
+        let skip = usize::from(self.rng.below(SKIP_ONE_IN) == 0);
+        self.cursor = (self.cursor + 1 + skip) % self.open.len();
+        self.cursor
+    }
+
+    /// `user` opens a session (a new id, a drawn length); returns its slot.
+    fn start_session(&mut self, user: usize) -> usize {
+        let extra = -(1.0 - self.rng.unit()).ln() * MEAN_SESSION_EXTRA_EVENTS;
+        self.in_session[user] = true;
+        self.open.push(OpenSession {
+            user: user as u32,
+            profile: self.users[user],
+            session_id: self.next_session_id,
+            item_in_session: 0,
+            items_left: (1 + extra as u64).min(MAX_SESSION_ITEMS) as u32,
+        });
+        self.next_session_id += 1;
+        self.open.len() - 1
+    }
+
+    /// The session at `slot` ends if it has no events left: its user keeps a changed level
+    /// and may start another session later.
+    fn end_if_done(&mut self, slot: usize) {
+        if self.open[slot].items_left > 0 {
+            return;
+        }
+        let ended = self.open.swap_remove(slot);
+        let user = ended.user as usize;
+        self.users[user].level = ended.profile.level;
+        self.in_session[user] = false;
     }
 
     /// Appends a NextSong line (no trailing newline) by a random user at `ts_ms` for the given
     /// artist and song, which need not be in the catalogue (used to inject spikes). Its length
     /// is derived from the names, so the same song always has the same length.
     pub fn write_stream_of(&mut self, ts_ms: i64, artist: &str, song: &str, out: &mut Vec<u8>) {
-        let user = self.rng.below(self.users.len() as u64) as usize;
-        self.write_head(ts_ms, user, NEXT_SONG, out);
+        let slot = self.next_session();
+        self.write_head(ts_ms, slot, NEXT_SONG, out);
         out.extend_from_slice(b",\"artist\":");
         write_json_str(out, artist);
         out.extend_from_slice(b",\"song\":");
@@ -886,6 +1009,7 @@ impl Generator {
         let span = LENGTH_RANGE.1 - LENGTH_RANGE.0 + 1;
         write_length(out, LENGTH_RANGE.0 + fnv1a(artist, song) % span);
         out.push(b'}');
+        self.end_if_done(slot);
     }
 
     /// Number of songs in the catalogue.
@@ -908,42 +1032,36 @@ impl Generator {
         rank.min(self.zipf_cdf.len() - 1)
     }
 
-    /// Writes everything up to the artist (exclusive) of an event of `user` on `page`, and
-    /// advances the user's session.
-    fn write_head(&mut self, ts_ms: i64, user: usize, page: usize, out: &mut Vec<u8>) {
+    /// Writes everything up to the artist (exclusive) of an event of the open session at
+    /// `slot` on `page`, and advances the session.
+    fn write_head(&mut self, ts_ms: i64, slot: usize, page: usize, out: &mut Vec<u8>) {
         let anchor_ms = *self.anchor_ms.get_or_insert(ts_ms);
-        let state = &mut self.users[user];
-        if state.items_left == 0 {
-            state.session_id = self.next_session_id;
-            self.next_session_id += 1;
-            state.item_in_session = 0;
-            state.items_left = 1 + self.rng.below(MAX_SESSION_ITEMS) as u32;
-        }
+        let state = &mut self.open[slot];
         let mut numbers = itoa::Buffer::new();
         out.extend_from_slice(b"{\"ts\":");
         out.extend_from_slice(numbers.format(ts_ms).as_bytes());
         out.extend_from_slice(b",\"userId\":\"");
-        out.extend_from_slice(numbers.format(user + 1).as_bytes());
+        out.extend_from_slice(numbers.format(state.user + 1).as_bytes());
         out.extend_from_slice(b"\",\"sessionId\":");
         out.extend_from_slice(numbers.format(state.session_id).as_bytes());
-        out.extend_from_slice(&self.page_fragments[2 * page + usize::from(state.level)]);
+        out.extend_from_slice(&self.page_fragments[2 * page + usize::from(state.profile.level)]);
         out.extend_from_slice(numbers.format(state.item_in_session).as_bytes());
-        out.extend_from_slice(&self.location_fragments[usize::from(state.location)]);
-        out.extend_from_slice(&self.agent_fragments[usize::from(state.agent)]);
-        out.extend_from_slice(&self.last_name_fragments[usize::from(state.last_name)]);
-        out.extend_from_slice(&self.first_name_fragments[usize::from(state.first_name)]);
+        out.extend_from_slice(&self.location_fragments[usize::from(state.profile.location)]);
+        out.extend_from_slice(&self.agent_fragments[usize::from(state.profile.agent)]);
+        out.extend_from_slice(&self.last_name_fragments[usize::from(state.profile.last_name)]);
+        out.extend_from_slice(&self.first_name_fragments[usize::from(state.profile.first_name)]);
         out.extend_from_slice(
             numbers
-                .format(anchor_ms - state.registration_age_ms)
+                .format(anchor_ms - state.profile.registration_age_ms)
                 .as_bytes(),
         );
-        out.extend_from_slice(if state.female {
+        out.extend_from_slice(if state.profile.female {
             b",\"gender\":\"F\""
         } else {
             b",\"gender\":\"M\""
         });
         state.item_in_session += 1;
-        state.items_left -= 1;
+        state.items_left = state.items_left.saturating_sub(1);
     }
 }
 
@@ -1099,12 +1217,32 @@ fn song_title(rng: &mut Rng) -> String {
     title
 }
 
-/// Draws the fixed attributes of every user.
-fn build_users(config: &GeneratorConfig) -> Vec<User> {
+/// (users, sessions open at once) for `users` (0: scaled) at `rate_per_sec`: each open
+/// session sees an event every [`SESSION_EVENT_GAP_SECS`] on average, and at most half of
+/// a fixed population is in a session at once.
+fn audience(users: u32, rate_per_sec: f64) -> (u32, usize) {
+    let rate = if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
+        rate_per_sec
+    } else {
+        DEFAULT_RATE_PER_SEC
+    };
+    // The round moves on by 1 + 1/SKIP_ONE_IN open sessions an event.
+    let step = 1.0 + 1.0 / SKIP_ONE_IN as f64;
+    let wanted = ((rate * SESSION_EVENT_GAP_SECS * step).round() as usize).max(1);
+    if users == 0 {
+        let scaled = (wanted * USERS_PER_OPEN_SESSION).clamp(100, MAX_USERS as usize);
+        (scaled as u32, wanted.min(scaled / 2))
+    } else {
+        (users, wanted.min(users as usize / 2).max(1))
+    }
+}
+
+/// Draws the fixed attributes of `count` users.
+fn build_users(config: &GeneratorConfig, count: u32) -> Vec<User> {
     let mut rng = Rng::new(config.seed, 2);
     let locations = cumulative(LOCATIONS.iter().map(|l| l.1));
     let agents = cumulative(USER_AGENTS.iter().map(|a| a.1));
-    (0..config.users)
+    (0..count)
         .map(|_| {
             let female = rng.below(2) == 0;
             let first_name = if female {
@@ -1120,9 +1258,6 @@ fn build_users(config: &GeneratorConfig) -> Vec<User> {
                 level: u8::from(rng.below(100) < PAID_PERCENT),
                 female,
                 registration_age_ms: DAY_MS + rng.below(399 * DAY_MS as u64) as i64,
-                session_id: 0,
-                item_in_session: 0,
-                items_left: 0,
             }
         })
         .collect()
@@ -1282,7 +1417,7 @@ impl Rng {
 mod tests {
     use super::*;
     use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
 
     /// The keys of a JSON object, in the order they appear.
     struct Keys(Vec<String>);
@@ -1376,7 +1511,8 @@ mod tests {
             }
             assert!(event["ts"].is_i64());
             let user: u32 = event["userId"].as_str().unwrap().parse().unwrap();
-            assert!((1..=2_000).contains(&user));
+            // At the default rate (500/s): 25,000 sessions open of 75,000 users.
+            assert!((1..=75_000).contains(&user), "{user}");
             assert!(event["sessionId"].is_u64());
             assert_eq!(event["auth"], "Logged In");
             assert!(["free", "paid"].contains(&event["level"].as_str().unwrap()));
@@ -1427,7 +1563,13 @@ mod tests {
 
     #[test]
     fn users_keep_their_attributes_and_sessions_count_items() {
-        let events = parse_lines(&generate(&GeneratorConfig::default(), 50_000));
+        let config = GeneratorConfig {
+            users: 2_000,
+            // No level changes here: the level is checked as a fixed attribute.
+            non_stream_ratio: 0.0,
+            ..GeneratorConfig::default()
+        };
+        let events = parse_lines(&generate(&config, 50_000));
         let fixed = [
             "level",
             "location",
@@ -1456,17 +1598,149 @@ mod tests {
             let previous = last_session.insert(user.clone(), session).unwrap_or(0);
             assert!(session >= previous);
         }
-        // Every user shows up, and the attributes vary between users.
-        assert_eq!(attributes.len(), 2_000);
+        // Most users show up (a thousand are in a session at once), and the attributes
+        // vary between users.
+        assert!(
+            (1_500..=2_000).contains(&attributes.len()),
+            "{}",
+            attributes.len()
+        );
         for (i, key) in fixed.iter().enumerate() {
             let distinct: HashSet<String> = attributes.values().map(|v| v[i].to_string()).collect();
             assert!(distinct.len() >= 2, "{key} never varies");
         }
         let locations: HashSet<String> = attributes.values().map(|v| v[1].to_string()).collect();
         assert!(locations.len() >= 40, "{}", locations.len());
-        // Sessions end: the 50k events are spread over many more sessions than users.
-        assert!(sessions.len() > 2_500, "{}", sessions.len());
+        // Sessions end and others begin: twice as many as are open at once (1,000).
+        assert!(sessions.len() > 2_000, "{}", sessions.len());
         assert!(sessions.values().all(|&items| items <= MAX_SESSION_ITEMS));
+    }
+
+    /// (user id, minute) of every event, and the events, of `minutes` minutes at `rate`.
+    fn by_minute(rate: f64, minutes: i64, seed: u64) -> Vec<(u32, i64, serde_json::Value)> {
+        let config = GeneratorConfig {
+            seed,
+            ..GeneratorConfig::default()
+        };
+        let mut generator = Generator::for_rate(&config, rate);
+        let count = (rate * 60.0) as i64 * minutes;
+        let mut out = Vec::new();
+        let mut events = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            out.clear();
+            let ts = 1_700_000_000_000 + (i as f64 * 1000.0 / rate) as i64;
+            generator.write_event(ts, &mut out);
+            let event: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let user = event["userId"].as_str().unwrap().parse().unwrap();
+            events.push((user, ts / 60_000, event));
+        }
+        events
+    }
+
+    /// The median over minutes (from the 10th) of active users in the minute over active
+    /// users in the 10 minutes ending with it.
+    fn median_active_ratio(events: &[(u32, i64, serde_json::Value)]) -> f64 {
+        let mut minutes: BTreeMap<i64, HashSet<u32>> = BTreeMap::new();
+        for (user, minute, _) in events {
+            minutes.entry(*minute).or_default().insert(*user);
+        }
+        let keys: Vec<i64> = minutes.keys().copied().collect();
+        let mut ratios: Vec<f64> = keys[9..keys.len() - 1]
+            .iter()
+            .map(|&m| {
+                let ten: HashSet<u32> = (m - 9..=m)
+                    .filter_map(|k| minutes.get(&k))
+                    .flatten()
+                    .copied()
+                    .collect();
+                minutes[&m].len() as f64 / ten.len() as f64
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    }
+
+    /// The audience scales with the rate: at 50 and 500 events/s about two thirds of the
+    /// users of 10 minutes are active in a minute (not all of them), sessions last about
+    /// 12 minutes with many plays, and the population grows with the rate.
+    #[test]
+    fn the_audience_scales_with_the_rate() {
+        for (rate, minutes) in [(50.0, 45), (500.0, 13)] {
+            let events = by_minute(rate, minutes, 7);
+            let ratio = median_active_ratio(&events);
+            assert!((0.2..=0.8).contains(&ratio), "{rate}/s: ratio {ratio}");
+            let users: HashSet<u32> = events.iter().map(|e| e.0).collect();
+            let per_rate = users.len() as f64 / rate;
+            assert!(
+                (40.0..200.0).contains(&per_rate),
+                "{rate}/s: {} users",
+                users.len()
+            );
+            if minutes < 45 {
+                continue;
+            }
+            // Sessions that began from minute 5 to 15, as long as they were seen (those
+            // still open at the end are a small minority, counted at their length so far).
+            let mut sessions: HashMap<u64, (i64, i64, u32)> = HashMap::new();
+            for (_, _, event) in &events {
+                let ts = event["ts"].as_i64().unwrap();
+                let entry = sessions
+                    .entry(event["sessionId"].as_u64().unwrap())
+                    .or_insert((ts, ts, 0));
+                entry.1 = ts;
+                entry.2 += u32::from(event["page"] == "NextSong");
+            }
+            let first = events[0].2["ts"].as_i64().unwrap();
+            let mut lengths: Vec<(i64, u32)> = sessions
+                .values()
+                .filter(|s| s.0 > first + 300_000 && s.0 < first + 900_000)
+                .map(|s| (s.1 - s.0, s.2))
+                .collect();
+            lengths.sort_unstable();
+            let (median_ms, _) = lengths[lengths.len() / 2];
+            assert!(
+                (8 * 60_000..16 * 60_000).contains(&median_ms),
+                "{rate}/s: median session {median_ms} ms"
+            );
+            let mut plays: Vec<u32> = lengths.iter().map(|l| l.1).collect();
+            plays.sort_unstable();
+            assert!(plays[plays.len() / 2] >= 8, "{rate}/s: median plays");
+        }
+    }
+
+    /// Free users who submit an upgrade are paid from their next event on, and paid users
+    /// who submit a downgrade free, within a session and in their later sessions.
+    #[test]
+    fn users_upgrade_and_downgrade() {
+        assert_eq!(PAGES[SUBMIT_UPGRADE].name, "Submit Upgrade");
+        assert_eq!(PAGES[SUBMIT_DOWNGRADE].name, "Submit Downgrade");
+        let events = by_minute(50.0, 60, 3);
+        let mut level: HashMap<u32, &str> = HashMap::new();
+        let (mut upgrades, mut downgrades) = (0, 0);
+        for (user, _, event) in &events {
+            let now = event["level"].as_str().unwrap();
+            if let Some(&before) = level.get(user) {
+                assert_eq!(now, before, "user {user} changed level without submitting");
+            }
+            let after = match event["page"].as_str().unwrap() {
+                "Submit Upgrade" => {
+                    assert_eq!(now, "free");
+                    upgrades += 1;
+                    "paid"
+                }
+                "Submit Downgrade" => {
+                    assert_eq!(now, "paid");
+                    downgrades += 1;
+                    "free"
+                }
+                _ => now,
+            };
+            level.insert(*user, after);
+        }
+        assert!(
+            upgrades > 20 && downgrades > 10,
+            "{upgrades} up, {downgrades} down"
+        );
     }
 
     #[test]
@@ -1668,7 +1942,7 @@ mod tests {
             assert!(Generator::try_new(&config).is_err());
             error.to_string()
         };
-        assert!(bad(|c| c.users = 0).contains("`users`"));
+        assert!(bad(|c| c.users = MAX_USERS + 1).contains("`users`"));
         assert!(bad(|c| c.artists = MAX_ARTISTS + 1).contains("`artists`"));
         assert!(bad(|c| c.songs = 0).contains("`songs`"));
         assert!(bad(|c| c.song_zipf_exponent = f64::NAN).contains("`song_zipf_exponent`"));
