@@ -64,7 +64,7 @@ fn run_case(rate: f64, steady_minutes: u64, share: f64) {
         duration_secs: spike_minutes * 60,
         share,
     });
-    let mut generator = Generator::new(&config.generator);
+    let mut generator = Generator::for_rate(&config.generator, rate);
     let metrics = Metrics::new();
     let end_ms = START_MS + (steady_minutes + spike_minutes) as i64 * MINUTE_MS;
     let mut pipeline = Pipeline::new(config.pipeline().unwrap(), &metrics, None, end_ms).unwrap();
