@@ -34,13 +34,76 @@ pub struct PartitionCheckpoint {
     #[serde(default)]
     pub outliers: Option<OutlierSnapshot>,
     /// The partition's open listening sessions (absent without sessions,
-    /// and in checkpoints of earlier versions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// and in checkpoints of earlier versions), each as one array
+    /// `[user_id, session_id, start_ms, end_ms, events, plays]`: about 50
+    /// bytes a session, so a partition's checkpoint stays one record.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "compact_sessions"
+    )]
     pub sessions: Option<SessionSnapshot>,
 }
 
 /// What a checkpoint keeps of a partition's sessionizer: its open sessions.
 pub type SessionSnapshot = Vec<(SessionKey, OpenSession)>;
+
+/// [`SessionSnapshot`] as arrays of six values rather than two objects.
+mod compact_sessions {
+    use downbeat_operators::{OpenSession, SessionKey};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::SessionSnapshot;
+
+    /// `[user_id, session_id, start_ms, end_ms, events, plays]`.
+    type Row = (String, Option<String>, i64, i64, u64, u64);
+
+    pub fn serialize<S: Serializer>(
+        sessions: &Option<SessionSnapshot>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let rows: Option<Vec<Row>> = sessions.as_ref().map(|sessions| {
+            sessions
+                .iter()
+                .map(|(key, s)| {
+                    (
+                        key.user_id.to_string(),
+                        key.session_id.as_ref().map(ToString::to_string),
+                        s.start_ms,
+                        s.end_ms,
+                        s.events,
+                        s.plays,
+                    )
+                })
+                .collect()
+        });
+        rows.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SessionSnapshot>, D::Error> {
+        let rows: Option<Vec<Row>> = Option::deserialize(deserializer)?;
+        Ok(rows.map(|rows| {
+            rows.into_iter()
+                .map(|(user_id, session_id, start_ms, end_ms, events, plays)| {
+                    (
+                        SessionKey {
+                            user_id: user_id.into(),
+                            session_id: session_id.map(Into::into),
+                        },
+                        OpenSession {
+                            start_ms,
+                            end_ms,
+                            events,
+                            plays,
+                        },
+                    )
+                })
+                .collect()
+        }))
+    }
+}
 
 /// Where a pane of this partition began in the log.
 #[derive(Clone, Copy, Debug)]
@@ -433,6 +496,55 @@ pub(super) mod tests {
             p.check_offset(700),
             OffsetCheck::InOrder,
             "later gaps are the log's own"
+        );
+    }
+
+    /// A partition's open sessions in its checkpoint: one array each, about
+    /// 50 bytes, and back unchanged.
+    #[test]
+    fn sessions_are_checkpointed_compactly_and_read_back() {
+        use downbeat_operators::{OpenSession, SessionKey};
+        let sessions: SessionSnapshot = (0..25_000u64)
+            .map(|i| {
+                let key = SessionKey {
+                    user_id: (100_000 + i).to_string().into(),
+                    session_id: Some((5_000_000 + i).to_string().into()),
+                };
+                let start_ms = 1_700_000_000_000 + i as i64 * 37;
+                let session = OpenSession {
+                    start_ms,
+                    end_ms: start_ms + 600_000,
+                    events: 20 + i % 7,
+                    plays: 17 + i % 5,
+                };
+                (key, session)
+            })
+            .collect();
+        let checkpoint = PartitionCheckpoint {
+            partition: 3,
+            seq: 9,
+            next_offset: 100,
+            replay_from: 50,
+            max_event_ms_before_replay: None,
+            emitted_through_ms: 0,
+            outliers: None,
+            sessions: Some(sessions.clone()),
+        };
+        let json = serde_json::to_string(&checkpoint).unwrap();
+        assert!(json.contains(r#"["100000","5000000",1700000000000,1700000600000,20,17]"#));
+        let per_session = json.len() / sessions.len();
+        assert!(per_session <= 56, "{per_session} bytes a session");
+        let back: PartitionCheckpoint = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, checkpoint);
+        let without = PartitionCheckpoint {
+            sessions: None,
+            ..checkpoint
+        };
+        let json = serde_json::to_string(&without).unwrap();
+        assert!(!json.contains("sessions"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<PartitionCheckpoint>(&json).unwrap(),
+            without
         );
     }
 }

@@ -27,6 +27,10 @@ use super::acknowledged::{AcknowledgedProducer, Unacknowledged};
 use super::partition::PartitionCheckpoint;
 use crate::config::KafkaConfig;
 
+/// The largest checkpoint record (one partition's, with its open sessions):
+/// 32 MiB, about 600,000 sessions. The topic is created allowing it.
+const MAX_RECORD_BYTES: &str = "33554432";
+
 /// How long a checkpoint may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long reading the state topic to its end may take.
@@ -83,9 +87,30 @@ impl StateTopic {
         for (key, value) in &kafka.properties {
             base.set(key, value);
         }
-        create_compacted(&base, &topic).map_err(kafka_error)?;
-        let producer = AcknowledgedProducer::create(&base, "downbeat-state", 0, "checkpoints")
-            .map_err(kafka_error)?;
+        create_topic(
+            &base,
+            &topic,
+            &[
+                ("cleanup.policy", "compact"),
+                ("max.message.bytes", MAX_RECORD_BYTES),
+            ],
+        )
+        .map_err(kafka_error)?;
+        // A partition's checkpoint holds its open sessions: compressed (JSON
+        // of ids and times shrinks about four times) and allowed past
+        // librdkafka's 1 MB default, unless the user's properties say otherwise.
+        let mut producer_config = base.clone();
+        for (key, value) in [
+            ("compression.type", "lz4"),
+            ("message.max.bytes", MAX_RECORD_BYTES),
+        ] {
+            if !kafka.properties.contains_key(key) {
+                producer_config.set(key, value);
+            }
+        }
+        let producer =
+            AcknowledgedProducer::create(&producer_config, "downbeat-state", 0, "checkpoints")
+                .map_err(kafka_error)?;
         let mut reader_config = base;
         reader_config
             .set("client.id", "downbeat-state-reader")
@@ -105,6 +130,13 @@ impl StateTopic {
         for partition in partitions {
             let key = format!("{}{}", self.key_prefix, partition.partition);
             let value = serde_json::to_vec(partition).expect("checkpoints serialize");
+            if value.len() > 1 << 20 {
+                tracing::debug!(
+                    partition = partition.partition,
+                    bytes = value.len(),
+                    "large checkpoint record (open sessions)"
+                );
+            }
             let record = BaseRecord::<str, [u8]>::to(&self.topic)
                 .key(&key)
                 .payload(&value);
@@ -186,14 +218,6 @@ impl StateTopic {
             source,
         }
     }
-}
-
-/// Create `topic` with one compacted partition, unless it exists.
-pub fn create_compacted(
-    base: &ClientConfig,
-    topic: &str,
-) -> Result<(), rdkafka::error::KafkaError> {
-    create_topic(base, topic, &[("cleanup.policy", "compact")])
 }
 
 /// Create `topic` with one partition and the `settings`, unless it exists.
