@@ -49,59 +49,64 @@ pub struct PartitionCheckpoint {
 pub type SessionSnapshot = Vec<(SessionKey, OpenSession)>;
 
 /// [`SessionSnapshot`] as arrays of six values rather than two objects.
-mod compact_sessions {
+pub(crate) mod compact_sessions {
     use downbeat_operators::{OpenSession, SessionKey};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::SessionSnapshot;
 
     /// `[user_id, session_id, start_ms, end_ms, events, plays]`.
-    type Row = (String, Option<String>, i64, i64, u64, u64);
+    pub type Row = (String, Option<String>, i64, i64, u64, u64);
+
+    /// Sessions as rows.
+    pub fn rows(sessions: &[(SessionKey, OpenSession)]) -> Vec<Row> {
+        sessions
+            .iter()
+            .map(|(key, s)| {
+                (
+                    key.user_id.to_string(),
+                    key.session_id.as_ref().map(ToString::to_string),
+                    s.start_ms,
+                    s.end_ms,
+                    s.events,
+                    s.plays,
+                )
+            })
+            .collect()
+    }
+
+    /// Rows as sessions.
+    pub fn from_rows(rows: Vec<Row>) -> SessionSnapshot {
+        rows.into_iter()
+            .map(|(user_id, session_id, start_ms, end_ms, events, plays)| {
+                (
+                    SessionKey {
+                        user_id: user_id.into(),
+                        session_id: session_id.map(Into::into),
+                    },
+                    OpenSession {
+                        start_ms,
+                        end_ms,
+                        events,
+                        plays,
+                    },
+                )
+            })
+            .collect()
+    }
 
     pub fn serialize<S: Serializer>(
         sessions: &Option<SessionSnapshot>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        let rows: Option<Vec<Row>> = sessions.as_ref().map(|sessions| {
-            sessions
-                .iter()
-                .map(|(key, s)| {
-                    (
-                        key.user_id.to_string(),
-                        key.session_id.as_ref().map(ToString::to_string),
-                        s.start_ms,
-                        s.end_ms,
-                        s.events,
-                        s.plays,
-                    )
-                })
-                .collect()
-        });
-        rows.serialize(serializer)
+        sessions.as_deref().map(rows).serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<SessionSnapshot>, D::Error> {
         let rows: Option<Vec<Row>> = Option::deserialize(deserializer)?;
-        Ok(rows.map(|rows| {
-            rows.into_iter()
-                .map(|(user_id, session_id, start_ms, end_ms, events, plays)| {
-                    (
-                        SessionKey {
-                            user_id: user_id.into(),
-                            session_id: session_id.map(Into::into),
-                        },
-                        OpenSession {
-                            start_ms,
-                            end_ms,
-                            events,
-                            plays,
-                        },
-                    )
-                })
-                .collect()
-        }))
+        Ok(rows.map(from_rows))
     }
 }
 

@@ -9,8 +9,18 @@
 //! assignment the replica reads it from the start to its end and keeps, per
 //! partition, the entry with the highest `seq`, as it does across the
 //! replicas' files in a checkpoint directory.
+//!
+//! A partition's open listening sessions can outgrow a record (brokers take
+//! 1 MB by default). Beyond [`SESSIONS_PER_CHUNK`] they go in chunk records
+//! keyed `<group>/<topic>/<partition>/sessions/<seq>/<index>`, sent before
+//! the checkpoint record of that `seq`, which then has no `sessions`: since
+//! one producer writes the topic's one partition in order, a checkpoint
+//! record that is there has all its chunks there. Once a newer checkpoint
+//! is acknowledged, the older one's chunks are deleted (tombstones, which
+//! compaction removes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -24,12 +34,29 @@ use rdkafka::types::RDKafkaErrorCode;
 use thiserror::Error;
 
 use super::acknowledged::{AcknowledgedProducer, Unacknowledged};
+use super::partition::compact_sessions::{self, Row};
 use super::partition::PartitionCheckpoint;
 use crate::config::KafkaConfig;
 
 /// The largest checkpoint record (one partition's, with its open sessions):
 /// 32 MiB, about 600,000 sessions. The topic is created allowing it.
 const MAX_RECORD_BYTES: &str = "33554432";
+
+/// Open sessions per chunk record: about 250 KB of JSON before compression.
+pub const SESSIONS_PER_CHUNK: usize = 5_000;
+
+/// One chunk of a partition checkpoint's open sessions.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionChunk {
+    partition: i32,
+    seq: u64,
+    index: u32,
+    of: u32,
+    sessions: Vec<Row>,
+}
+
+/// Session chunks read: (partition, seq) -> index -> (chunks in all, sessions).
+type ChunksRead = HashMap<(i32, u64), BTreeMap<u32, (u32, Vec<Row>)>>;
 
 /// How long a checkpoint may wait for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +99,9 @@ pub struct StateTopic {
     key_prefix: String,
     producer: AcknowledgedProducer,
     reader_config: ClientConfig,
+    /// Per partition, the (seq, chunks) of its newest checkpoint whose
+    /// sessions went in chunks: deleted once a newer one is acknowledged.
+    chunked: Mutex<HashMap<i32, (u64, u32)>>,
 }
 
 impl StateTopic {
@@ -122,34 +152,92 @@ impl StateTopic {
             topic,
             producer,
             reader_config,
+            chunked: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn chunk_key(&self, partition: i32, seq: u64, index: u32) -> String {
+        format!("{}{partition}/sessions/{seq}/{index}", self.key_prefix)
+    }
+
+    fn send(&self, key: &str, value: Option<&[u8]>) -> Result<(), StateTopicError> {
+        let mut record = BaseRecord::<str, [u8]>::to(&self.topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record)
+            .map_err(|source| self.error(source))
+    }
+
+    /// Send `partition`'s checkpoint, its sessions in chunks when they are
+    /// many; returns the chunks sent (0: inline).
+    fn send_checkpoint(&self, partition: &PartitionCheckpoint) -> Result<u32, StateTopicError> {
+        let key = format!("{}{}", self.key_prefix, partition.partition);
+        let sessions = partition.sessions.as_deref().unwrap_or_default();
+        if sessions.len() <= SESSIONS_PER_CHUNK {
+            let value = serde_json::to_vec(partition).expect("checkpoints serialize");
+            self.send(&key, Some(&value))?;
+            return Ok(0);
+        }
+        let of = sessions.len().div_ceil(SESSIONS_PER_CHUNK) as u32;
+        for (index, chunk) in sessions.chunks(SESSIONS_PER_CHUNK).enumerate() {
+            let index = index as u32;
+            let chunk = SessionChunk {
+                partition: partition.partition,
+                seq: partition.seq,
+                index,
+                of,
+                sessions: compact_sessions::rows(chunk),
+            };
+            let value = serde_json::to_vec(&chunk).expect("chunks serialize");
+            let chunk_key = self.chunk_key(partition.partition, partition.seq, index);
+            self.send(&chunk_key, Some(&value))?;
+        }
+        let head = PartitionCheckpoint {
+            partition: partition.partition,
+            seq: partition.seq,
+            next_offset: partition.next_offset,
+            replay_from: partition.replay_from,
+            max_event_ms_before_replay: partition.max_event_ms_before_replay,
+            emitted_through_ms: partition.emitted_through_ms,
+            outliers: partition.outliers.clone(),
+            sessions: None,
+        };
+        let value = serde_json::to_vec(&head).expect("checkpoints serialize");
+        self.send(&key, Some(&value))?;
+        Ok(of)
     }
 
     /// Publish `partitions` and wait until the broker has them.
     pub fn publish(&self, partitions: &[PartitionCheckpoint]) -> Result<(), StateTopicError> {
+        let mut sent = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let key = format!("{}{}", self.key_prefix, partition.partition);
-            let value = serde_json::to_vec(partition).expect("checkpoints serialize");
-            if value.len() > 1 << 20 {
-                tracing::debug!(
-                    partition = partition.partition,
-                    bytes = value.len(),
-                    "large checkpoint record (open sessions)"
-                );
-            }
-            let record = BaseRecord::<str, [u8]>::to(&self.topic)
-                .key(&key)
-                .payload(&value);
-            self.producer
-                .send(record)
-                .map_err(|source| self.error(source))?;
+            let chunks = self.send_checkpoint(partition)?;
+            sent.push((partition.partition, partition.seq, chunks));
         }
         self.producer
             .wait(PUBLISH_TIMEOUT)
             .map_err(|source| StateTopicError::Unacknowledged {
                 topic: self.topic.clone(),
                 source,
-            })
+            })?;
+        // Acknowledged: the chunks of the checkpoints these replace can go
+        // (the tombstones are acknowledged with the next checkpoint).
+        let mut chunked = self.chunked.lock().unwrap_or_else(|e| e.into_inner());
+        for (partition, seq, chunks) in sent {
+            let previous = if chunks > 0 {
+                chunked.insert(partition, (seq, chunks))
+            } else {
+                chunked.remove(&partition)
+            };
+            if let Some((old_seq, old_chunks)) = previous.filter(|&(old, _)| old != seq) {
+                for index in 0..old_chunks {
+                    self.send(&self.chunk_key(partition, old_seq, index), None)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The newest checkpoint of each partition of this group's topic.
@@ -174,6 +262,7 @@ impl StateTopic {
             .map_err(|source| self.error(source))?;
         let started = Instant::now();
         let mut next = low;
+        let mut chunks: ChunksRead = HashMap::new();
         while next < high {
             if started.elapsed() > READ_TIMEOUT {
                 return Err(StateTopicError::Timeout {
@@ -186,16 +275,32 @@ impl StateTopic {
             };
             let message = polled.map_err(|source| self.error(source))?;
             next = message.offset() + 1;
-            let ours = message
+            let Some(key) = message
                 .key()
                 .and_then(|key| std::str::from_utf8(key).ok())
-                .is_some_and(|key| key.starts_with(&self.key_prefix));
-            if !ours {
+                .and_then(|key| key.strip_prefix(&self.key_prefix))
+            else {
+                continue;
+            };
+            // A tombstone: chunks of a replaced checkpoint.
+            let Some(payload) = message.payload() else {
+                continue;
+            };
+            if key.contains("/sessions/") {
+                match serde_json::from_slice::<SessionChunk>(payload) {
+                    Ok(chunk) => {
+                        chunks
+                            .entry((chunk.partition, chunk.seq))
+                            .or_default()
+                            .insert(chunk.index, (chunk.of, chunk.sessions));
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, offset = message.offset(), %error, "ignoring an unreadable session chunk");
+                    }
+                }
                 continue;
             }
-            match serde_json::from_slice::<PartitionCheckpoint>(
-                message.payload().unwrap_or_default(),
-            ) {
+            match serde_json::from_slice::<PartitionCheckpoint>(payload) {
                 Ok(checkpoint) => {
                     let newer = latest
                         .get(&checkpoint.partition)
@@ -209,7 +314,36 @@ impl StateTopic {
                 }
             }
         }
+        self.attach_chunks(&mut latest, chunks);
         Ok(latest)
+    }
+
+    /// Put each newest checkpoint's session chunks back into it, and
+    /// remember them so that the next checkpoint deletes them.
+    fn attach_chunks(
+        &self,
+        latest: &mut BTreeMap<i32, PartitionCheckpoint>,
+        mut chunks: ChunksRead,
+    ) {
+        let mut chunked = self.chunked.lock().unwrap_or_else(|e| e.into_inner());
+        for checkpoint in latest.values_mut() {
+            let Some(parts) = chunks.remove(&(checkpoint.partition, checkpoint.seq)) else {
+                continue;
+            };
+            let of = parts.values().next().map_or(0, |(of, _)| *of);
+            let complete = parts.len() == of as usize
+                && parts.keys().copied().eq(0..of)
+                && parts.values().all(|(n, _)| *n == of);
+            if !complete {
+                // Cannot happen while one producer writes the topic in
+                // order; said loudly rather than resumed wrong.
+                tracing::error!(topic = %self.topic, partition = checkpoint.partition, seq = checkpoint.seq, found = parts.len(), of, "a checkpoint's session chunks are incomplete: its sessions start over");
+                continue;
+            }
+            let rows: Vec<Row> = parts.into_values().flat_map(|(_, rows)| rows).collect();
+            checkpoint.sessions = Some(compact_sessions::from_rows(rows));
+            chunked.insert(checkpoint.partition, (checkpoint.seq, of));
+        }
     }
 
     fn error(&self, source: rdkafka::error::KafkaError) -> StateTopicError {
@@ -273,4 +407,121 @@ pub fn topic_partition_count(
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len());
     Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use downbeat_operators::{OpenSession, SessionKey};
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+    use crate::kafka::partition::SessionSnapshot;
+
+    fn sessions(count: u64, start_ms: i64) -> SessionSnapshot {
+        (0..count)
+            .map(|i| {
+                let key = SessionKey {
+                    user_id: i.to_string().into(),
+                    session_id: Some((i * 7).to_string().into()),
+                };
+                let session = OpenSession {
+                    start_ms: start_ms + i as i64,
+                    end_ms: start_ms + 1_000 + i as i64,
+                    events: 1 + i % 9,
+                    plays: i % 5,
+                };
+                (key, session)
+            })
+            .collect()
+    }
+
+    fn checkpoint(partition: i32, seq: u64, sessions: SessionSnapshot) -> PartitionCheckpoint {
+        PartitionCheckpoint {
+            partition,
+            seq,
+            next_offset: 10 * seq as i64,
+            replay_from: 5,
+            max_event_ms_before_replay: Some(1),
+            emitted_through_ms: 60_000,
+            outliers: None,
+            sessions: Some(sessions),
+        }
+    }
+
+    /// (tombstones, chunk records) of the topic as written, compaction aside.
+    fn records(cluster_servers: &str, topic: &str) -> (usize, usize) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster_servers)
+            .set("group.id", "count")
+            .create()
+            .unwrap();
+        let (low, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let (mut tombstones, mut chunks, mut next) = (0, 0, low);
+        let started = Instant::now();
+        while next < high && started.elapsed() < Duration::from_secs(20) {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            next = message.offset() + 1;
+            let key = std::str::from_utf8(message.key().unwrap()).unwrap();
+            match (message.payload(), key.contains("/sessions/")) {
+                (None, _) => tombstones += 1,
+                (Some(_), true) => chunks += 1,
+                _ => {}
+            }
+        }
+        (tombstones, chunks)
+    }
+
+    /// Many open sessions go in chunk records and come back whole; a newer
+    /// checkpoint replaces them (the old chunks are deleted), and a
+    /// partition with few sessions keeps them inline.
+    #[test]
+    fn many_sessions_go_in_chunks_and_come_back_whole() {
+        let cluster = MockCluster::new(1).unwrap();
+        let servers = cluster.bootstrap_servers();
+        cluster.create_topic("state", 1, 1).unwrap();
+        let kafka = KafkaConfig {
+            brokers: servers.clone(),
+            topic: "listens".to_owned(),
+            group: "g".to_owned(),
+            state_topic: "state".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let state = StateTopic::open(&kafka).unwrap();
+        let big = sessions(2 * SESSIONS_PER_CHUNK as u64 + 123, 1_000);
+        let small = sessions(40, 5_000);
+        state
+            .publish(&[
+                checkpoint(0, 1, big.clone()),
+                checkpoint(1, 1, small.clone()),
+            ])
+            .unwrap();
+        assert_eq!(records(&servers, "state"), (0, 3));
+
+        // Another replica reads them: whole, in order.
+        let other = StateTopic::open(&kafka).unwrap();
+        let latest = other.latest_partitions().unwrap();
+        assert_eq!(latest[&0], checkpoint(0, 1, big.clone()));
+        assert_eq!(latest[&1], checkpoint(1, 1, small));
+
+        // It checkpoints partition 0 again, now with fewer sessions: the
+        // three old chunks are deleted, the new ones read back.
+        let fewer = sessions(SESSIONS_PER_CHUNK as u64 + 1, 9_000);
+        other.publish(&[checkpoint(0, 2, fewer.clone())]).unwrap();
+        other.publish(&[checkpoint(0, 3, fewer.clone())]).unwrap();
+        let (tombstones, chunks) = records(&servers, "state");
+        assert_eq!((tombstones, chunks), (3 + 2, 3 + 2 + 2));
+        let latest = StateTopic::open(&kafka)
+            .unwrap()
+            .latest_partitions()
+            .unwrap();
+        assert_eq!(latest[&0], checkpoint(0, 3, fewer));
+    }
 }
