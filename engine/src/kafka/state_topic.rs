@@ -38,10 +38,6 @@ use super::partition::compact_sessions::{self, Row};
 use super::partition::PartitionCheckpoint;
 use crate::config::KafkaConfig;
 
-/// The largest checkpoint record (one partition's, with its open sessions):
-/// 32 MiB, about 600,000 sessions. The topic is created allowing it.
-const MAX_RECORD_BYTES: &str = "33554432";
-
 /// Open sessions per chunk record: about 250 KB of JSON before compression.
 pub const SESSIONS_PER_CHUNK: usize = 5_000;
 
@@ -117,26 +113,12 @@ impl StateTopic {
         for (key, value) in &kafka.properties {
             base.set(key, value);
         }
-        create_topic(
-            &base,
-            &topic,
-            &[
-                ("cleanup.policy", "compact"),
-                ("max.message.bytes", MAX_RECORD_BYTES),
-            ],
-        )
-        .map_err(kafka_error)?;
-        // A partition's checkpoint holds its open sessions: compressed (JSON
-        // of ids and times shrinks about four times) and allowed past
-        // librdkafka's 1 MB default, unless the user's properties say otherwise.
+        create_topic(&base, &topic, &[("cleanup.policy", "compact")]).map_err(kafka_error)?;
+        // Checkpoints carry open sessions (in chunks of SESSIONS_PER_CHUNK):
+        // JSON of ids and times that compresses about four times.
         let mut producer_config = base.clone();
-        for (key, value) in [
-            ("compression.type", "lz4"),
-            ("message.max.bytes", MAX_RECORD_BYTES),
-        ] {
-            if !kafka.properties.contains_key(key) {
-                producer_config.set(key, value);
-            }
+        if !kafka.properties.contains_key("compression.type") {
+            producer_config.set("compression.type", "lz4");
         }
         let producer =
             AcknowledgedProducer::create(&producer_config, "downbeat-state", 0, "checkpoints")
