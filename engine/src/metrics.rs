@@ -22,7 +22,29 @@ use prometheus::{
 
 use crate::decode::RejectReason;
 use crate::hdr_summary::HdrSummary;
-use crate::pipeline::SessionSkip;
+
+/// Why an event was left out of sessions (the `reason` label of
+/// `downbeat_session_events_skipped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSkip {
+    /// Behind the watermark: sessions it could have joined may be closed.
+    Late,
+    /// Its user id or session id is longer than `input.max_field_bytes`.
+    FieldTooLong,
+}
+
+impl SessionSkip {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [SessionSkip; 2] = [SessionSkip::Late, SessionSkip::FieldTooLong];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionSkip::Late => "late",
+            SessionSkip::FieldTooLong => "field_too_long",
+        }
+    }
+}
 
 /// Bucket bounds of the listening-duration histogram, in seconds.
 const DURATION_BUCKETS_SECS: [f64; 16] = [

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::decode::{decode, Decoded, Limits, RejectReason, SessionId, UserKey};
 use crate::lines::Line;
-use crate::metrics::{IngestMetrics, Metrics, Progress, SessionProgress};
+use crate::metrics::{IngestMetrics, Metrics, Progress, SessionProgress, SessionSkip};
 use crate::watermark::{Watermark, WatermarkConfig};
 
 /// Everything the pipeline needs to know, validated by the config module.
@@ -431,29 +431,6 @@ pub struct InputProgress {
     /// The input is read to its end and quiet for the idle timeout: it
     /// holds no window (the idle rule), until it reports again.
     pub idle: bool,
-}
-
-/// Why an event was left out of sessions (the `reason` label of
-/// `downbeat_session_events_skipped_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionSkip {
-    /// Behind the watermark: sessions it could have joined may be closed.
-    Late,
-    /// Its user id or session id is longer than `input.max_field_bytes`.
-    FieldTooLong,
-}
-
-impl SessionSkip {
-    /// Every reason, for pre-registering metric series.
-    pub const ALL: [SessionSkip; 2] = [SessionSkip::Late, SessionSkip::FieldTooLong];
-
-    /// The `reason` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            SessionSkip::Late => "late",
-            SessionSkip::FieldTooLong => "field_too_long",
-        }
-    }
 }
 
 /// The sessionizers: one for the single input, one per ordered input (a
