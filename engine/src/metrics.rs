@@ -27,7 +27,8 @@ use crate::hdr_summary::HdrSummary;
 /// `downbeat_session_events_skipped_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionSkip {
-    /// Behind the watermark: sessions it could have joined may be closed.
+    /// Behind the watermark (a non-stream event, or a play still counted in
+    /// its open window): sessions it could have joined may be closed.
     Late,
     /// Its user id or session id is longer than `input.max_field_bytes`.
     FieldTooLong,
@@ -227,7 +228,7 @@ impl Metrics {
             ),
             open_sessions: register(&r, IntGauge::new("downbeat_open_sessions", "Sessions open (not yet closed by the watermark).").expect("valid metric")),
             session_state_bytes: register(&r, IntGauge::new("downbeat_session_state_bytes", "Bytes charged for open sessions (budget memory.session_state_mib).").expect("valid metric")),
-            session_skipped: counter_vec(&r, "downbeat_session_events_skipped_total", "Valid events left out of sessions, by reason (late: a non-stream event behind the watermark; field_too_long: user or session id over input.max_field_bytes).", &["reason"]),
+            session_skipped: counter_vec(&r, "downbeat_session_events_skipped_total", "Valid events left out of sessions, by reason (late: behind the watermark, so sessions it could join may be closed; field_too_long: user or session id over input.max_field_bytes).", &["reason"]),
             leaderboards: Mutex::new(BTreeMap::new()),
             registry: r,
         };

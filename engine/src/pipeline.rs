@@ -234,17 +234,6 @@ pub enum Parsed {
     Rejected(RejectReason),
 }
 
-impl Parsed {
-    /// The event time of a play or of a non-stream event of a user.
-    pub fn time_ms(&self) -> Option<i64> {
-        match self {
-            Parsed::Play(play) => Some(play.time_ms),
-            Parsed::NotAStream(Some(activity)) => Some(activity.time_ms),
-            _ => None,
-        }
-    }
-}
-
 /// Decode one line; stream names are appended to `names`. Pure and
 /// thread-safe: the expensive half of the pipeline, run in parallel by `replay`.
 #[inline]
@@ -566,8 +555,7 @@ impl Pipeline {
             Parsed::Play(stream) => self.count(stream, names, raw),
             Parsed::NotAStream(activity) => {
                 if let Some(activity) = activity {
-                    let late = self.behind_watermark(activity.time_ms);
-                    self.sessionize(None, activity.time_ms, activity.session, false, names, late);
+                    self.sessionize(None, activity.time_ms, activity.session, false, names);
                 }
                 Outcome::NotAStream
             }
@@ -642,8 +630,7 @@ impl Pipeline {
         }
         self.ingest.stream(stream.dims, stream.duration_ms);
         if self.sessions.is_some() {
-            let late = self.behind_watermark(parsed.time_ms);
-            self.sessionize(None, parsed.time_ms, parsed.session, true, names, late);
+            self.sessionize(None, parsed.time_ms, parsed.session, true, names);
         }
         if let Some(watermark) = self.watermark.observe(stream.time_ms) {
             self.advance(watermark);
@@ -651,13 +638,9 @@ impl Pipeline {
         Outcome::Stream
     }
 
-    /// The single input's watermark is past `time_ms`.
-    fn behind_watermark(&self, time_ms: i64) -> bool {
-        self.watermark.current_ms().is_some_and(|w| time_ms < w)
-    }
-
-    /// Add an event to the sessions of `input` (None: the single input);
-    /// `late`: behind its watermark.
+    /// Add an event to the sessions of `input` (None: the single input).
+    /// One before the watermark the sessions last closed at is left out
+    /// (and counted): a session it would join may be closed already.
     fn sessionize(
         &mut self,
         input: Option<SourceId>,
@@ -665,7 +648,6 @@ impl Pipeline {
         session: SessionRef,
         play: bool,
         names: &[u8],
-        late: bool,
     ) {
         let Some(sessions) = self.sessions.as_mut() else {
             return;
@@ -678,13 +660,6 @@ impl Pipeline {
             }
             SessionRef::Key { user, session_id } => (user, session_id),
         };
-        if late {
-            // A late stream is counted as late already.
-            if !play {
-                self.ingest.session_skipped(SessionSkip::Late);
-            }
-            return;
-        }
         let text = |(start, end): (u32, u32)| {
             let bytes = &names[start as usize..end as usize];
             // SAFETY: written by `SessionRef::push` from a `&str` or JSON
@@ -709,7 +684,9 @@ impl Pipeline {
                 sessions.inputs.get_mut(&input).expect("inserted")
             }
         };
-        sessionizer.add(event, &mut sessions.closed);
+        if !sessionizer.add(event, &mut sessions.closed) {
+            self.ingest.session_skipped(SessionSkip::Late);
+        }
     }
 
     /// The stream of `parsed`, its song interned (names are in `names`).
@@ -746,15 +723,8 @@ impl Pipeline {
     }
 
     /// Count a record of `input` that is not a stream (refused, or not a
-    /// play); `late_in_input`: behind the input's watermark (see
-    /// [`Parsed::time_ms`]).
-    pub fn apply_from_input(
-        &mut self,
-        input: SourceId,
-        parsed: Parsed,
-        late_in_input: bool,
-        raw: &[u8],
-    ) -> Outcome {
+    /// play).
+    pub fn apply_from_input(&mut self, input: SourceId, parsed: Parsed, raw: &[u8]) -> Outcome {
         let names = std::mem::take(&mut self.names);
         let outcome = match parsed {
             Parsed::Play(_) => unreachable!("streams of an input go through count_from_input"),
@@ -762,7 +732,7 @@ impl Pipeline {
                 self.totals.lines += 1;
                 self.ingest.event();
                 let ParsedActivity { time_ms, session } = activity;
-                self.sessionize(Some(input), time_ms, session, false, &names, late_in_input);
+                self.sessionize(Some(input), time_ms, session, false, &names);
                 self.tally(Outcome::NotAStream, raw);
                 Outcome::NotAStream
             }
@@ -907,14 +877,7 @@ impl Pipeline {
         }
         self.totals.streams += 1;
         self.ingest.stream(stream.dims, stream.duration_ms);
-        self.sessionize(
-            Some(input),
-            parsed.time_ms,
-            parsed.session,
-            true,
-            names,
-            false,
-        );
+        self.sessionize(Some(input), parsed.time_ms, parsed.session, true, names);
         Outcome::Stream
     }
 

@@ -225,6 +225,9 @@ pub struct Sessionizer {
     /// Keys and open sessions at most (see [`max_keys`]).
     max_keys: usize,
     evicted: u64,
+    /// The watermark last advanced to: an event before it may belong to a
+    /// session already closed, so it is refused.
+    advanced_ms: EventTimeMs,
 }
 
 impl Sessionizer {
@@ -243,6 +246,7 @@ impl Sessionizer {
             max_state_bytes,
             max_keys: max_keys(max_state_bytes),
             evicted: 0,
+            advanced_ms: EventTimeMs::MIN,
         })
     }
 
@@ -284,8 +288,14 @@ impl Sessionizer {
 
     /// Add one event: it starts a session, extends one, or bridges several
     /// of its key that it lies within the gap of. Sessions evicted to stay
-    /// within the budget go to `out`.
-    pub fn add(&mut self, event: SessionEvent<'_>, out: &mut Vec<ClosedSession>) {
+    /// within the budget go to `out`. False (and nothing changes) when the
+    /// event is before the watermark last advanced to: a session it would
+    /// join may be closed already.
+    #[must_use]
+    pub fn add(&mut self, event: SessionEvent<'_>, out: &mut Vec<ClosedSession>) -> bool {
+        if event.time_ms < self.advanced_ms {
+            return false;
+        }
         let probe = BorrowedKey {
             user_id: event.user_id,
             session_id: event.session_id,
@@ -347,11 +357,13 @@ impl Sessionizer {
         while self.over_budget() && self.open_sessions > 0 {
             self.close_first(None, true, out);
         }
+        true
     }
 
     /// Close every session whose last event plus the gap is before
-    /// `watermark_ms`.
+    /// `watermark_ms`; later events before it are refused.
     pub fn advance(&mut self, watermark_ms: EventTimeMs, out: &mut Vec<ClosedSession>) {
+        self.advanced_ms = self.advanced_ms.max(watermark_ms);
         while self.close_first(Some(watermark_ms), false, out) {}
     }
 
@@ -520,7 +532,7 @@ mod tests {
             .map(|&(_, user, session, _)| (format!("u{user}"), session.map(|s| s.to_string())))
             .collect();
         for (&(t, _, _, play), (user, session)) in events.iter().zip(&names) {
-            sessionizer.add(
+            let added = sessionizer.add(
                 SessionEvent {
                     time_ms: t,
                     user_id: user,
@@ -529,6 +541,7 @@ mod tests {
                 },
                 &mut out,
             );
+            assert!(added, "within the lateness");
             max = max.max(t);
             sessionizer.advance(max - lateness, &mut out);
         }
@@ -573,15 +586,20 @@ mod tests {
             play: true,
         };
         let mut out = Vec::new();
-        s.add(event(0), &mut out);
-        s.add(event(150), &mut out);
+        assert!(s.add(event(0), &mut out));
+        assert!(s.add(event(150), &mut out));
         assert_eq!(s.open_sessions(), 2);
-        s.add(event(80), &mut out); // within 100 of both: one session 0..150
+        assert!(s.add(event(80), &mut out)); // within 100 of both: one session 0..150
         assert_eq!(s.open_sessions(), 1);
         s.advance(250, &mut out); // 150 + 100 is not before 250
         assert!(out.is_empty());
         s.advance(251, &mut out);
         assert_eq!(out.len(), 1);
+        // Before the watermark: it would belong to the session just closed.
+        assert!(!s.add(event(240), &mut out));
+        assert_eq!(s.open_sessions(), 0);
+        assert!(s.add(event(251), &mut out));
+        s.flush(&mut out);
         assert_eq!(
             (out[0].start_ms, out[0].end_ms, out[0].events, out[0].plays),
             (0, 150, 3, 3)
@@ -591,7 +609,7 @@ mod tests {
             json,
             r#"{"user_id":"42","session_id":7,"start_ms":0,"end_ms":150,"events":3,"plays":3}"#
         );
-        assert_eq!(s.open_sessions(), 0);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
@@ -615,7 +633,7 @@ mod tests {
             .collect();
         let feed = |sessionizer: &mut Sessionizer, range: std::ops::Range<usize>| {
             for i in range {
-                sessionizer.add(
+                let added = sessionizer.add(
                     SessionEvent {
                         time_ms: events[i].0,
                         user_id: &names[i].0,
@@ -624,6 +642,7 @@ mod tests {
                     },
                     &mut Vec::new(),
                 );
+                assert!(added);
             }
         };
         feed(&mut first, 0..100);
@@ -651,7 +670,7 @@ mod tests {
                 session_id: Some("1"),
                 play: false,
             };
-            s.add(event, &mut out);
+            assert!(s.add(event, &mut out));
         }
         let table = s.open.allocation_size();
         assert_eq!(s.open_sessions(), 7);
@@ -671,7 +690,7 @@ mod tests {
                     session_id: None,
                     play: true,
                 };
-                s.add(event, &mut out);
+                assert!(s.add(event, &mut out));
             }
         }
         assert_eq!(s.open.allocation_size(), table);

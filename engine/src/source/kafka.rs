@@ -192,10 +192,7 @@ impl KafkaSource {
             }
             _ if restore => {}
             other => {
-                let late = other
-                    .time_ms()
-                    .is_some_and(|time_ms| group.is_late(partition, time_ms));
-                pipeline.apply_from_input(input, other, late, raw);
+                pipeline.apply_from_input(input, other, raw);
             }
         }
         Self::record_done(group, partition, offset, restore, now, ingest);
