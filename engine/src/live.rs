@@ -12,7 +12,7 @@ use crate::kafka::metrics::KafkaMetrics;
 use crate::kafka::partition::PartitionGeometry;
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
-use crate::output::{now_ms, open_writer, refuse_same_file};
+use crate::output::{now_ms, open_writer, refuse_same_file, refuse_shared_outputs};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::sink::api::{ApiSink, ServerState};
@@ -77,12 +77,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let watermark = pipeline_config.watermark;
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ServerState::new(Arc::clone(&metrics)));
+    let outputs = [
+        ("--emit-windows", config.output.emit_windows.as_deref()),
+        ("--rejects", config.output.rejects.as_deref()),
+        ("--emit-sessions", config.output.emit_sessions.as_deref()),
+    ];
+    refuse_shared_outputs(&outputs)?;
     if let (SourceKind::File, Some(input)) = (config.source.kind, config.source.path.as_deref()) {
-        let outputs = [
-            ("--emit-windows", config.output.emit_windows.as_deref()),
-            ("--rejects", config.output.rejects.as_deref()),
-            ("--emit-sessions", config.output.emit_sessions.as_deref()),
-        ];
         refuse_same_file(input, &outputs)?;
     }
     let rejects = match config.output.rejects.as_deref() {

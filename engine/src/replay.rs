@@ -13,7 +13,9 @@ use crate::config::{Config, ConfigError};
 use crate::driver::{Driver, DriverError, Ending, Mode};
 use crate::lines::VERBATIM_LINE_CAP_BYTES;
 use crate::metrics::Metrics;
-use crate::output::{now_ms, open_writer, refuse_same_file, SameFileError};
+use crate::output::{
+    now_ms, open_writer, refuse_same_file, refuse_shared_outputs, SameFileError, SharedOutputError,
+};
 use crate::pipeline::{Pipeline, PipelineError, Totals};
 use crate::process::peak_rss_bytes;
 use crate::service::stop_on_signal;
@@ -97,6 +99,9 @@ pub enum ReplayError {
     /// An output is the input file.
     #[error(transparent)]
     SameFile(#[from] SameFileError),
+    /// Two outputs name the same file.
+    #[error(transparent)]
+    SharedOutput(#[from] SharedOutputError),
     /// The signal handlers could not be set up.
     #[error("cannot watch for signals: {source}")]
     Signals {
@@ -126,6 +131,7 @@ pub fn replay(config: &Config, input: &str, output: &str) -> Result<Summary, Rep
         ("--sessions", sessions),
     ];
     refuse_same_file(input, &outputs)?;
+    refuse_shared_outputs(&outputs)?;
     let metrics = Arc::new(Metrics::new());
     let rejects = match config.output.rejects.as_deref() {
         Some(path) => Some(open_writer(path).map_err(output_error(path))?),

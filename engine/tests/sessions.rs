@@ -244,3 +244,28 @@ fn run_emits_the_same_sessions_and_counts_them() {
     assert_eq!(doc["median_duration_seconds"], median);
     assert_eq!(doc["open"], 0);
 }
+
+/// The session output may not share the window output's file (their lines
+/// would interleave): refused before anything is read or written.
+#[test]
+fn sessions_and_windows_may_not_share_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::eventsim_file(dir.path());
+    let both = dir.path().join("both.jsonl");
+    let output = common::downbeat()
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&both)
+        .arg("--sessions")
+        .arg(&both)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--output and --sessions both name"),
+        "{stderr}"
+    );
+    assert!(!both.exists(), "nothing written");
+}
