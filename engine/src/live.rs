@@ -20,6 +20,7 @@ use crate::sink::emit::{EmitSink, Records};
 use crate::sink::metrics::MetricsSink;
 use crate::sink::partials::PartialsSink;
 use crate::sink::Sink;
+use crate::source::diurnal::Diurnal;
 use crate::source::generator::Generator;
 use crate::source::kafka::{KafkaSource, Recovery};
 use crate::source::{file, paced, Source};
@@ -97,7 +98,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         SourceKind::Generator => {
             let generator = Generator::for_rate(&config.generator, config.source.rate_per_sec);
             (
-                Box::new(paced::source(generator, config.source.rate_per_sec)?),
+                Box::new(paced::source(
+                    generator,
+                    config.source.rate_per_sec,
+                    diurnal_of(&config.generator),
+                )?),
                 TICK,
             )
         }
@@ -162,4 +167,9 @@ fn replica_id(config: &Config) -> String {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "downbeat".to_owned())
     })
+}
+
+/// The daily profile when the generator follows it (`--diurnal`).
+pub fn diurnal_of(generator: &crate::source::generator::GeneratorConfig) -> Option<Diurnal> {
+    generator.diurnal.then(|| Diurnal::new(generator.seed))
 }

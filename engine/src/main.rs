@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use downbeat::config::{Config, SourceKind};
 use downbeat::output::now_ms;
+use downbeat::source::diurnal::{Diurnal, EventClock};
 use downbeat::source::generator::Generator;
-use downbeat::source::paced::counted_start;
 use downbeat::source::spike::SpikeConfig;
 
 /// downbeat: live music-streaming analytics over event-time windows.
@@ -130,6 +130,9 @@ struct RunArgs {
     /// Generator events per second.
     #[arg(long, env = "DOWNBEAT_RATE")]
     rate: Option<f64>,
+    /// The generator follows a daily cycle around --rate (see `generate --diurnal`).
+    #[arg(long, env = "DOWNBEAT_DIURNAL")]
+    diurnal: bool,
     /// Idle time (ms) after which the watermark follows the wall clock.
     #[arg(long, env = "DOWNBEAT_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
@@ -296,6 +299,10 @@ struct GeneratedEvents {
     /// Event time of the first event (epoch ms) with --count; defaults so the last event is now.
     #[arg(long)]
     start_ms: Option<i64>,
+    /// Follow a daily cycle around --rate (UTC): a trough near 04:00, an evening peak,
+    /// about ±60%, weekends different; Poisson arrivals, fixed by the seed.
+    #[arg(long)]
+    diurnal: bool,
     #[command(flatten)]
     spike: SpikeArgs,
 }
@@ -381,6 +388,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         config.source.rate_per_sec = rate;
     }
+    if args.diurnal {
+        config.generator.diurnal = true;
+    }
     if let Some(idle) = args.idle_timeout_ms {
         config.windows.idle_timeout_ms = idle;
     }
@@ -441,6 +451,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     config.source.rate_per_sec = args.events.rate;
+    config.generator.diurnal |= args.events.diurnal;
     args.events.spike.apply(&mut config);
     if let Some(brokers) = args.kafka.brokers {
         config.kafka.brokers = brokers;
@@ -469,27 +480,49 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The times of `count` generated events: evenly spaced, or the daily cycle.
+fn event_clock(
+    diurnal: Option<Diurnal>,
+    events: &GeneratedEvents,
+    count: u64,
+) -> anyhow::Result<EventClock> {
+    Ok(match diurnal {
+        Some(diurnal) => {
+            EventClock::diurnal(diurnal, events.rate, count, events.start_ms, now_ms())?
+        }
+        None => EventClock::even(count, events.rate, events.start_ms, now_ms())?,
+    })
+}
+
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     config.source.rate_per_sec = args.events.rate;
+    config.generator.diurnal |= args.events.diurnal;
     args.events.spike.apply(&mut config);
     config.validate()?;
     let mut generator = Generator::for_rate(&config.generator, args.events.rate);
-    let step_ms = 1000.0 / args.events.rate;
+    let diurnal = downbeat::live::diurnal_of(&config.generator);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut line = Vec::with_capacity(1024);
     let written = match args.events.count {
         Some(count) => {
-            let start = counted_start(count, step_ms, args.events.start_ms, now_ms())?;
-            (0..count).try_for_each(|i| {
+            let mut clock = event_clock(diurnal, &args.events, count)?;
+            (0..count).try_for_each(|_| {
+                let ts = clock.next_ms();
+                generator.set_activity(clock.activity(ts));
                 line.clear();
-                generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
+                generator.write_event(ts, &mut line);
                 line.push(b'\n');
                 out.write_all(&line)
             })
         }
-        None => downbeat::source::paced::write_paced(&mut generator, args.events.rate, &mut out),
+        None => downbeat::source::paced::write_paced(
+            &mut generator,
+            args.events.rate,
+            diurnal.as_ref(),
+            &mut out,
+        ),
     };
     match written.and_then(|()| out.flush()) {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),

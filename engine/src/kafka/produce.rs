@@ -16,8 +16,8 @@ use rdkafka::ClientContext;
 use serde::Serialize;
 
 use crate::output::now_ms;
+use crate::source::diurnal::EventClock;
 use crate::source::generator::{Generator, GeneratorConfig};
-use crate::source::paced::counted_start;
 
 /// What to produce.
 pub struct ProduceSettings {
@@ -262,23 +262,37 @@ fn wait_for_deliveries(producer: &BaseProducer<Context>) -> anyhow::Result<()> {
 
 fn generate(settings: &ProduceSettings, sender: &mut Sender) -> anyhow::Result<()> {
     let mut generator = Generator::for_rate(&settings.generator, settings.rate_per_sec);
-    let step_ms = 1000.0 / settings.rate_per_sec;
+    let diurnal = crate::live::diurnal_of(&settings.generator);
     let mut line = Vec::with_capacity(1024);
     match settings.count {
         Some(count) => {
-            let start = counted_start(count, step_ms, settings.start_ms, now_ms())?;
-            for i in 0..count {
+            let rate = settings.rate_per_sec;
+            let mut clock = match diurnal {
+                Some(diurnal) => {
+                    EventClock::diurnal(diurnal, rate, count, settings.start_ms, now_ms())?
+                }
+                None => EventClock::even(count, rate, settings.start_ms, now_ms())?,
+            };
+            for _ in 0..count {
+                let ts = clock.next_ms();
+                generator.set_activity(clock.activity(ts));
                 line.clear();
-                generator.write_event(start + (i as f64 * step_ms) as i64, &mut line);
+                generator.write_event(ts, &mut line);
                 sender.send(&line)?;
             }
         }
         None => {
-            let started = Instant::now();
+            let mut last = Instant::now();
+            let mut expected = 0.0;
             let mut produced: u64 = 0;
             loop {
-                let due = (started.elapsed().as_secs_f64() * settings.rate_per_sec) as u64;
                 let now = now_ms();
+                let multiplier = diurnal.as_ref().map_or(1.0, |d| d.multiplier(now));
+                generator.set_activity(multiplier);
+                let elapsed = last.elapsed();
+                last += elapsed;
+                expected += elapsed.as_secs_f64() * settings.rate_per_sec * multiplier;
+                let due = expected as u64;
                 for _ in produced..due {
                     line.clear();
                     generator.write_event(now, &mut line);

@@ -48,6 +48,9 @@ pub struct GeneratorConfig {
     pub non_stream_ratio: f64,
     /// An injected spike of one song (`[generator.spike]`); none by default.
     pub spike: Option<SpikeConfig>,
+    /// Follow the daily cycle (`--diurnal`, see [`super::diurnal`]): the rate varies
+    /// about ±60% around the configured one over the day. Default false.
+    pub diurnal: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -60,6 +63,7 @@ impl Default for GeneratorConfig {
             song_zipf_exponent: 1.1,
             non_stream_ratio: 0.15,
             spike: None,
+            diurnal: false,
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct Generator {
     open: Vec<OpenSession>,
     /// Sessions kept open at once.
     open_target: usize,
+    /// Sessions kept open at once at activity 1 (see [`Generator::set_activity`]).
+    base_open_target: usize,
     /// The open session that wrote the last event.
     cursor: usize,
     /// `,"page":..,"level":"..","itemInSession":` for page `p` and level `l` at `2 * p + l`.
@@ -890,6 +896,7 @@ impl Generator {
             users,
             open: Vec::with_capacity(open_target),
             open_target,
+            base_open_target: open_target,
             cursor: 0,
             page_fragments,
             page_cumulative_weights,
@@ -944,6 +951,15 @@ impl Generator {
             }
         }
         self.end_if_done(slot);
+    }
+
+    /// Scales the sessions kept open at once by `multiplier` (the daily cycle's rate
+    /// multiplier), so active users rise and fall with the rate: new sessions start while
+    /// fewer are open, and sessions beyond the target end at their own pace.
+    pub fn set_activity(&mut self, multiplier: f64) {
+        let scaled = (self.base_open_target as f64 * multiplier).round();
+        let most = self.users.len() * 2 / 3;
+        self.open_target = (scaled.max(1.0) as usize).min(most.max(1));
     }
 
     /// The open session of the next event. While fewer than the target are open, a user not

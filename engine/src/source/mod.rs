@@ -7,6 +7,7 @@
 //! one by one through the [`Pipeline`]'s input methods. Adding a source is
 //! one file that implements [`Source`].
 
+pub mod diurnal;
 pub mod file;
 pub mod generator;
 pub mod kafka;

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use super::diurnal::Diurnal;
 use super::generator::Generator;
 use super::threaded::ThreadedSource;
 use crate::lines::Chunk;
@@ -12,20 +13,28 @@ use crate::output::now_ms;
 /// How often the generator wakes to catch up with its rate.
 const STEP: Duration = Duration::from_millis(10);
 
-/// Generate `rate_per_sec` events a second for ever (until `emit` says
-/// stop); every event due since the last step is written as one block of
-/// lines stamped with the current wall clock.
+/// Generate `rate_per_sec` events a second (times the daily profile's
+/// multiplier with `diurnal`) for ever (until `emit` says stop); every
+/// event due since the last step is written as one block of lines stamped
+/// with the current wall clock.
 pub fn generate_paced(
     generator: &mut Generator,
     rate_per_sec: f64,
+    diurnal: Option<&Diurnal>,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) {
-    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut expected = 0.0;
     let mut produced: u64 = 0;
     loop {
-        let due = (started.elapsed().as_secs_f64() * rate_per_sec) as u64;
+        let now = now_ms();
+        let multiplier = diurnal.map_or(1.0, |d| d.multiplier(now));
+        generator.set_activity(multiplier);
+        let elapsed = last.elapsed();
+        last += elapsed;
+        expected += elapsed.as_secs_f64() * rate_per_sec * multiplier;
+        let due = expected as u64;
         if due > produced {
-            let now = now_ms();
             let mut block = Vec::with_capacity(((due - produced) as usize) * 512);
             for _ in produced..due {
                 generator.write_event(now, &mut block);
@@ -75,9 +84,13 @@ pub fn counted_start(
 }
 
 /// The paced generator as a live source.
-pub fn source(mut generator: Generator, rate_per_sec: f64) -> io::Result<ThreadedSource> {
+pub fn source(
+    mut generator: Generator,
+    rate_per_sec: f64,
+    diurnal: Option<Diurnal>,
+) -> io::Result<ThreadedSource> {
     ThreadedSource::spawn("source-generator", move |sender| {
-        generate_paced(&mut generator, rate_per_sec, |block| {
+        generate_paced(&mut generator, rate_per_sec, diurnal.as_ref(), |block| {
             sender.send(Chunk::owned(block, false))
         });
     })
@@ -88,10 +101,11 @@ pub fn source(mut generator: Generator, rate_per_sec: f64) -> io::Result<Threade
 pub fn write_paced(
     generator: &mut Generator,
     rate_per_sec: f64,
+    diurnal: Option<&Diurnal>,
     out: &mut impl Write,
 ) -> io::Result<()> {
     let mut result = Ok(());
-    generate_paced(generator, rate_per_sec, |block| {
+    generate_paced(generator, rate_per_sec, diurnal, |block| {
         result = out.write_all(&block).and_then(|()| out.flush());
         result.is_ok()
     });
