@@ -4,8 +4,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use downbeat::decode::{decode, Decoded, Limits};
 use downbeat::json_scan::scan_object;
 use downbeat_operators::{
-    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, Play, SongCatalog, SongId,
-    SongStreams, TrendDetector, TrendingConfig, WindowAggregator,
+    top_k, user_hash, AggregatorConfig, Dimensions, DistinctUsers, ForecastConfig, Forecaster,
+    Play, SongCatalog, SongId, SongStreams, TrendDetector, TrendingConfig, WindowAggregator,
 };
 
 const LINES: usize = 10_000;
@@ -158,5 +158,34 @@ fn bench_trending(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_aggregate, bench_trending);
+/// The streams forecast on one tumbling close, after two days of minutes
+/// (full profile, full score pools): its per-minute cost.
+fn bench_forecast(c: &mut Criterion) {
+    let mut forecaster = Forecaster::new(ForecastConfig::default(), 60_000).unwrap();
+    let streams = |minute: i64| {
+        let phase = (minute % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
+        (2_000.0 * (1.0 - 0.6 * phase.cos()) + ((minute * 7919) % 97) as f64) as u64
+    };
+    let mut minute = 0;
+    while minute < 2 * 1440 {
+        forecaster.observe(minute * 60_000, streams(minute));
+        minute += 1;
+    }
+    let mut group = c.benchmark_group("forecast");
+    group.bench_function("observe_close", |b| {
+        b.iter(|| {
+            minute += 1;
+            forecaster.observe(minute * 60_000, streams(minute))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_aggregate,
+    bench_trending,
+    bench_forecast
+);
 criterion_main!(benches);
