@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use downbeat_operators::window::pane_ms;
 use downbeat_operators::{
-    AggregatorConfig, OutlierConfig, OutlierError, SessionConfig, TrendingConfig, TrendingError,
-    WindowSpec,
+    AggregatorConfig, ForecastConfig, ForecastError, OutlierConfig, OutlierError, SessionConfig,
+    TrendingConfig, TrendingError, WindowSpec,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -276,6 +276,8 @@ pub struct Config {
     pub input: InputConfig,
     /// Listening sessions.
     pub sessions: SessionConfig,
+    /// The streams forecast of the tumbling window.
+    pub forecast: ForecastConfig,
     /// Memory budget.
     pub memory: MemoryConfig,
     /// HTTP server.
@@ -315,6 +317,7 @@ impl Config {
         self.validate_kafka()?;
         self.validate_generator()?;
         self.validate_trending()?;
+        self.validate_forecast()?;
         if self.memory.song_state_mib == 0 || self.memory.song_state_mib > 1 << 20 {
             return Err(invalid(
                 "memory.song_state_mib",
@@ -478,6 +481,43 @@ impl Config {
         })
     }
 
+    fn validate_forecast(&self) -> Result<(), ConfigError> {
+        if !self.forecast.enabled {
+            return Ok(());
+        }
+        // A tumbling width that does not divide a day turns the forecast
+        // off (see `pipeline`), rather than refusing a config that worked.
+        self.forecast.validate().map_err(|error| {
+            let field = match &error {
+                ForecastError::Coverage(_) => "forecast.coverage",
+                ForecastError::HalfLife(_) => "forecast.level_half_life_windows",
+                ForecastError::ProfileWeight(_) => "forecast.profile_weight",
+                ForecastError::Residuals { .. } => "forecast.min_residuals",
+                ForecastError::Horizon(_) => "forecast.horizons_minutes",
+                ForecastError::Window(_) => "windows.tumbling_width_secs",
+            };
+            invalid(field, error.to_string())
+        })?;
+        Ok(())
+    }
+
+    /// The forecast's settings when it runs: enabled, and the tumbling
+    /// window divides a day (its profile has one slot per window of a day).
+    fn forecast_config(&self) -> Option<ForecastConfig> {
+        if !self.forecast.enabled {
+            return None;
+        }
+        let width_secs = self.windows.tumbling_width_secs;
+        if width_secs == 0 || 86_400 % width_secs != 0 {
+            tracing::warn!(
+                width_secs,
+                "no streams forecast: the tumbling window does not divide a day"
+            );
+            return None;
+        }
+        Some(self.forecast.clone())
+    }
+
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if self.source.kind != SourceKind::Kafka {
@@ -566,6 +606,7 @@ impl Config {
             outliers: self.input.outliers,
             max_future_ms: self.input.max_future_ms as i64,
             sessions: Some(self.sessions.clone()),
+            forecast: self.forecast_config(),
             session_state_bytes: usize::try_from(self.memory.session_state_mib << 20)
                 .unwrap_or(usize::MAX),
         })

@@ -246,6 +246,7 @@ impl Ingest for Driver {
         self.closed = closed;
         self.publish_partials();
         self.publish_trending();
+        self.publish_forecast();
         self.flush_sinks();
         if let Some(started) = self.pipeline.take_close_started() {
             let elapsed = started.elapsed();
@@ -347,6 +348,17 @@ impl Driver {
         self.sessions = sessions;
         self.sessions.clear();
         true
+    }
+
+    /// The forecast learnt from a tumbling close and looked ahead: to the sinks.
+    fn publish_forecast(&mut self) {
+        let Some(update) = self.pipeline.take_forecast() else {
+            return;
+        };
+        let label = self.pipeline.window_label(update.window);
+        for sink in &mut self.sinks {
+            sink.forecast(&update, &label);
+        }
     }
 
     /// The trend detector scored a tumbling window: to the sinks.

@@ -141,6 +141,10 @@ pub fn route(state: &ServerState, asked: &Asked<'_>) -> Response<Full<Bytes>> {
             let trending = state.trending.read().unwrap_or_else(|e| e.into_inner());
             live_json(trending.clone())
         }
+        "/api/v1/forecast" => {
+            let forecast = state.forecast.read().unwrap_or_else(|e| e.into_inner());
+            live_json(forecast.clone())
+        }
         _ => match page::asset(asked.path) {
             Some(asset) => page_asset(asset),
             None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
@@ -320,6 +324,7 @@ mod tests {
         let state = state();
         for path in [
             "/api/v1/trending",
+            "/api/v1/forecast",
             "/api/v1/stats",
             "/api/v1/sessions",
             "/api/v1/windows/history",

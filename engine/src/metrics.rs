@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use downbeat_operators::{
-    ArtistCount, ClosedSession, Device, Gender, Level, SongCount, Trending, UsState, WindowResult,
+    Ahead, ArtistCount, Band, ClosedSession, Device, Gender, Level, SongCount, Trending, UsState,
+    WindowResult,
 };
 use prometheus::core::Collector;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -94,6 +95,9 @@ pub struct Metrics {
     trending_tracked: IntGauge,
     trending_evicted: IntCounter,
     streams_baseline_ratio: GaugeVec,
+    forecast_streams: GaugeVec,
+    forecast_latest: GaugeVec,
+    forecast_profile_seen: GaugeVec,
     last_event_time: Gauge,
     watermark_time: Gauge,
     watermark_lag: Gauge,
@@ -197,6 +201,9 @@ impl Metrics {
             trending_artist_baseline: gauge_vec(&r, "downbeat_trending_artist_baseline_streams", "Expected streams per tumbling window of each trending artist, from their past windows.", &["rank", "artist"]),
             streams_baseline: gauge_vec(&r, "downbeat_streams_baseline", "Expected streams per window from past windows (exponentially weighted), for the latest closed tumbling window.", &["window"]),
             streams_baseline_ratio: gauge_vec(&r, "downbeat_streams_baseline_ratio", "Streams in the latest closed tumbling window over their exponentially weighted baseline.", &["window"]),
+            forecast_streams: gauge_vec(&r, "downbeat_forecast_streams", "Forecast streams of the tumbling window ending `horizon` after the latest closed one (bound mean, lower, upper: the 95% prediction band); absent while warming up.", &["window", "horizon", "bound"]),
+            forecast_latest: gauge_vec(&r, "downbeat_forecast_latest_streams", "The latest closed tumbling window: its streams (series actual) and the forecast made for it one window ahead (series mean, lower, upper); the forecast series are absent while warming up.", &["window", "series"]),
+            forecast_profile_seen: gauge_vec(&r, "downbeat_forecast_profile_seen_ratio", "Share of the day's time slots the forecast's daily profile has seen: below 1 some forecasts are the recent average (the first day, or after a restart without state).", &["window"]),
             trending_tracked: register(&r, IntGauge::new("downbeat_trending_tracked_songs", "Songs the trend detector keeps a baseline for (at most trending.max_tracked_songs).").expect("valid metric")),
             trending_evicted: counter(&r, "downbeat_trending_evicted_songs_total", "Songs the trend detector forgot, coldest first, to stay within trending.max_tracked_songs."),
             last_event_time: gauge(&r, "downbeat_last_event_timestamp_seconds", "Largest event time seen, epoch seconds."),
@@ -487,6 +494,51 @@ impl Metrics {
                 .with_label_values(&[window_label])
                 .set(ratio);
         }
+    }
+
+    /// The forecast after a tumbling close: the latest window's streams and
+    /// the band made for it, and the bands ahead (1-window horizon left
+    /// out: it is the next close's `latest`).
+    pub fn on_forecast(
+        &self,
+        window_label: &str,
+        streams: u64,
+        made_for_it: Option<Band>,
+        ahead: &[Ahead],
+        profile_seen: f64,
+    ) {
+        self.forecast_latest.reset();
+        self.forecast_latest
+            .with_label_values(&[window_label, "actual"])
+            .set(streams as f64);
+        if let Some(band) = made_for_it {
+            for (series, value) in [
+                ("mean", band.streams),
+                ("lower", band.lower),
+                ("upper", band.upper),
+            ] {
+                self.forecast_latest
+                    .with_label_values(&[window_label, series])
+                    .set(value);
+            }
+        }
+        self.forecast_streams.reset();
+        for forecast in ahead.iter().filter(|a| a.horizon_minutes > 0) {
+            let horizon = format!("{}m", forecast.horizon_minutes);
+            let band = forecast.band;
+            for (bound, value) in [
+                ("mean", band.streams),
+                ("lower", band.lower),
+                ("upper", band.upper),
+            ] {
+                self.forecast_streams
+                    .with_label_values(&[window_label, &horizon, bound])
+                    .set(value);
+            }
+        }
+        self.forecast_profile_seen
+            .with_label_values(&[window_label])
+            .set(profile_seen);
     }
 
     /// `downbeat_open_sessions`.

@@ -9,8 +9,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use downbeat_operators::{
-    AggregatorConfig, ClosedSession, Dimensions, OpenSession, OutlierConfig, OutlierGuard, Partial,
-    Play, SessionConfig, SessionError, SessionEvent, SessionKey, Sessionizer, SourceId, Trending,
+    AggregatorConfig, Ahead, Band, ClosedSession, Dimensions, ForecastConfig, ForecastError,
+    ForecastState, Forecaster, OpenSession, OutlierConfig, OutlierGuard, Partial, Play,
+    SessionConfig, SessionError, SessionEvent, SessionKey, Sessionizer, SourceId, Trending,
     Verdict, WindowAggregator, WindowError, WindowId, WindowResult,
 };
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,8 @@ pub struct PipelineConfig {
     pub sessions: Option<SessionConfig>,
     /// The open sessions' share of memory (`memory.session_state_mib`).
     pub session_state_bytes: usize,
+    /// The streams forecast of the first tumbling window, when it runs.
+    pub forecast: Option<ForecastConfig>,
 }
 
 /// Why the pipeline could not be built.
@@ -51,6 +54,9 @@ pub enum PipelineError {
     /// The `[sessions]` section is wrong.
     #[error("invalid sessions: {0}")]
     Sessions(#[from] SessionError),
+    /// The `[forecast]` section is wrong.
+    #[error("invalid forecast: {0}")]
+    Forecast(#[from] ForecastError),
 }
 
 /// What happened to one line.
@@ -458,6 +464,18 @@ impl Sessions {
     }
 }
 
+/// The first tumbling window and its width: the one forecast.
+fn forecast_window(aggregator: &WindowAggregator) -> Option<(WindowId, i64)> {
+    aggregator
+        .windows()
+        .iter()
+        .position(|spec| spec.kind() == downbeat_operators::WindowKind::Tumbling)
+        .map(|index| {
+            let width_ms = aggregator.windows()[index].width_ms();
+            (WindowId(index as u16), width_ms)
+        })
+}
+
 /// The operator graph: decode, the single-input watermark, the windows.
 pub struct Pipeline {
     aggregator: WindowAggregator,
@@ -480,6 +498,37 @@ pub struct Pipeline {
     names: Vec<u8>,
     closed: Vec<WindowResult>,
     sessions: Option<Sessions>,
+    forecast: Option<ForecastStage>,
+}
+
+/// The forecaster of one tumbling window, and whether it made forecasts
+/// since the sinks last heard of them.
+struct ForecastStage {
+    window: WindowId,
+    forecaster: Forecaster,
+    /// (start, streams) of the latest window observed, and the forecast
+    /// made for it, since the last [`Pipeline::take_forecast`].
+    observed: Option<(i64, u64, Option<Band>)>,
+}
+
+/// The forecast after a tumbling close, for the sinks.
+#[derive(Clone, Debug)]
+pub struct ForecastUpdate {
+    /// The forecast window.
+    pub window: WindowId,
+    /// Its width.
+    pub width_ms: i64,
+    /// Start of the window just closed, epoch ms.
+    pub start_ms: i64,
+    /// Its streams.
+    pub streams: u64,
+    /// The forecast made for it one window ahead (None while warming up).
+    pub made_for_it: Option<Band>,
+    /// The forecasts made now, one window ahead first then each horizon
+    /// (those with a band).
+    pub ahead: Vec<Ahead>,
+    /// Share of the day's slots the profile has seen.
+    pub profile_seen: f64,
 }
 
 impl Pipeline {
@@ -500,6 +549,14 @@ impl Pipeline {
         let sessions = match config.sessions {
             Some(sessions) => Some(Sessions::new(sessions, config.session_state_bytes)?),
             None => None,
+        };
+        let forecast = match (config.forecast, forecast_window(&aggregator)) {
+            (Some(forecast), Some((window, width_ms))) => Some(ForecastStage {
+                window,
+                forecaster: Forecaster::new(forecast, width_ms)?,
+                observed: None,
+            }),
+            _ => None,
         };
         Ok(Self {
             aggregator,
@@ -525,6 +582,7 @@ impl Pipeline {
             names: Vec::new(),
             closed: Vec::new(),
             sessions,
+            forecast,
         })
     }
 
@@ -1095,9 +1153,56 @@ impl Pipeline {
         self.sessions.is_some()
     }
 
-    /// The windows closed since the last call, in order, into `into`.
+    /// The windows closed since the last call, in order, into `into`; the
+    /// forecast window's carry the forecast made for them.
     pub fn take_closed(&mut self, into: &mut Vec<WindowResult>) {
+        if let Some(stage) = self.forecast.as_mut() {
+            for result in self.closed.iter_mut().filter(|r| r.id == stage.window) {
+                let before = stage.forecaster.windows_observed();
+                result.forecast = stage.forecaster.observe(result.start_ms, result.streams);
+                // A window at or before the latest one (an input catching
+                // up with its share) teaches nothing and is not reported.
+                if stage.forecaster.windows_observed() > before {
+                    stage.observed = Some((result.start_ms, result.streams, result.forecast));
+                }
+            }
+        }
         into.append(&mut self.closed);
+    }
+
+    /// The forecast made at the latest tumbling close, once (None when no
+    /// window was observed since the last call, or no forecast runs).
+    pub fn take_forecast(&mut self) -> Option<ForecastUpdate> {
+        let stage = self.forecast.as_mut()?;
+        let (start_ms, streams, made_for_it) = stage.observed.take()?;
+        Some(ForecastUpdate {
+            window: stage.window,
+            width_ms: stage.forecaster.window_ms(),
+            start_ms,
+            streams,
+            made_for_it,
+            ahead: stage.forecaster.ahead().to_vec(),
+            profile_seen: stage.forecaster.profile_seen(),
+        })
+    }
+
+    /// What the forecaster has learnt, for a checkpoint.
+    pub fn forecast_state(&self) -> Option<&ForecastState> {
+        self.forecast.as_ref().map(|stage| stage.forecaster.state())
+    }
+
+    /// Resume the forecaster from a checkpoint's state (a state learnt at
+    /// another window width is dropped: the forecast warms up again).
+    pub fn restore_forecast(&mut self, state: ForecastState) {
+        if let Some(stage) = self.forecast.as_mut() {
+            let config = stage.forecaster.config().clone();
+            let width_ms = stage.forecaster.window_ms();
+            if let Ok(forecaster) = Forecaster::restore(config, width_ms, state) {
+                if forecaster.windows_observed() > 0 {
+                    stage.forecaster = forecaster;
+                }
+            }
+        }
     }
 
     /// When the windows returned since the last call began to close, to

@@ -578,6 +578,7 @@ impl WindowAggregator {
             ),
             breakdown: window_state.breakdown().clone(),
             listening: window_state.durations().summary(),
+            forecast: None,
         }
     }
 

@@ -305,6 +305,16 @@ impl Forecaster {
         }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &ForecastConfig {
+        &self.config
+    }
+
+    /// The width of the windows it forecasts.
+    pub fn window_ms(&self) -> i64 {
+        self.state.window_ms
+    }
+
     /// What it has learnt, for a checkpoint.
     pub fn state(&self) -> &ForecastState {
         &self.state

@@ -190,6 +190,7 @@ impl GlobalMerge {
             top_artists,
             breakdown,
             listening: listening.summary(),
+            forecast: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::breakdown::Breakdown;
 use crate::duration::DurationSummary;
+use crate::forecast::Band;
 use crate::window::{WindowId, WindowKind};
 
 fn is_zero(value: &u64) -> bool {
@@ -35,8 +36,8 @@ pub struct ArtistCount {
 
 /// A closed window. Serialized field names and meanings are a public contract:
 /// `window`, `start_ms` (inclusive), `end_ms` (exclusive), `streams`,
-/// `active_users`, `top_songs`; `top_artists`, `breakdown` and `listening`
-/// are extensions.
+/// `active_users`, `top_songs`; `top_artists`, `breakdown`, `listening`
+/// and `forecast` are extensions.
 #[derive(Clone, Debug, Serialize)]
 pub struct WindowResult {
     /// Serialized as `"tumbling"` or `"sliding"`.
@@ -68,4 +69,9 @@ pub struct WindowResult {
     pub breakdown: Breakdown,
     /// Listening-time summary of the streams that carried a duration.
     pub listening: DurationSummary,
+    /// Tumbling windows: the forecast of `streams` made when the window
+    /// before closed, with its prediction band (see [`crate::forecast`]).
+    /// Absent while the forecast warms up, and on every other window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Band>,
 }

@@ -14,12 +14,17 @@ use serde_json::{json, Value};
 use super::{ClosedWindow, Sink, TrendingWindow};
 use crate::metrics::Metrics;
 use crate::output::now_ms;
+use crate::pipeline::ForecastUpdate;
 
 /// Tumbling windows kept for `/api/v1/windows/history` (an hour of 1-minute windows).
 pub const HISTORY_LEN: usize = 60;
 
 /// `/api/v1/trending` before anything was computed.
 pub const TRENDING_EMPTY: &str = r#"{"window_end_ms":null,"total_ratio":null,"songs":[]}"#;
+
+/// `/api/v1/forecast` before the first tumbling close.
+pub const FORECAST_EMPTY: &str =
+    r#"{"window":null,"latest":null,"ahead":[],"profile_seen":0.0,"predicted_top_songs":[]}"#;
 
 /// State the server reads; written by the driver through [`ApiSink`].
 pub struct ServerState {
@@ -33,6 +38,9 @@ pub struct ServerState {
     /// `{"window_end_ms", "total_ratio", "songs": [{"rank", "artist", "song",
     /// "streams", "baseline_streams", "ratio"}]}`; starts as [`TRENDING_EMPTY`].
     pub trending: RwLock<String>,
+    /// The forecast document served as is by `/api/v1/forecast` (see
+    /// [`forecast_json`]); starts as [`FORECAST_EMPTY`].
+    pub forecast: RwLock<String>,
     /// True once the source is delivering and the pipeline runs.
     pub ready: AtomicBool,
     /// Sessions closed lately, for `/api/v1/sessions`.
@@ -107,6 +115,7 @@ impl ServerState {
             latest: DashMap::new(),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
             trending: RwLock::new(TRENDING_EMPTY.to_owned()),
+            forecast: RwLock::new(FORECAST_EMPTY.to_owned()),
             ready: AtomicBool::new(false),
             sessions: Mutex::new(RecentSessions::default()),
         }
@@ -217,6 +226,11 @@ impl Sink for ApiSink {
         *self.0.trending.write().unwrap_or_else(|e| e.into_inner()) = trending.json.to_owned();
     }
 
+    fn forecast(&mut self, update: &ForecastUpdate, label: &str) {
+        let doc = forecast_json(update, label).to_string();
+        *self.0.forecast.write().unwrap_or_else(|e| e.into_inner()) = doc;
+    }
+
     fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {
         let mut recent = self.0.sessions.lock().unwrap_or_else(|e| e.into_inner());
         for session in sessions {
@@ -228,6 +242,42 @@ impl Sink for ApiSink {
     fn name(&self) -> &'static str {
         "api"
     }
+}
+
+/// `/api/v1/forecast`: `{"window", "latest": {"start_ms", "end_ms",
+/// "streams", "forecast": {"streams", "lower", "upper"} | null}, "ahead":
+/// [{"horizon_minutes", "start_ms", "end_ms", "streams", "lower", "upper",
+/// "method"}], "profile_seen", "predicted_top_songs"}`.
+pub fn forecast_json(update: &ForecastUpdate, label: &str) -> Value {
+    let width_ms = update.width_ms;
+    let ahead: Vec<Value> = update
+        .ahead
+        .iter()
+        .filter(|a| a.horizon_minutes > 0)
+        .map(|a| {
+            json!({
+                "horizon_minutes": a.horizon_minutes,
+                "start_ms": a.start_ms,
+                "end_ms": a.start_ms + width_ms,
+                "streams": a.band.streams,
+                "lower": a.band.lower,
+                "upper": a.band.upper,
+                "method": a.method.name(),
+            })
+        })
+        .collect();
+    json!({
+        "window": label,
+        "latest": {
+            "start_ms": update.start_ms,
+            "end_ms": update.start_ms + width_ms,
+            "streams": update.streams,
+            "forecast": update.made_for_it,
+        },
+        "ahead": ahead,
+        "profile_seen": update.profile_seen,
+        "predicted_top_songs": [],
+    })
 }
 
 #[cfg(test)]

@@ -197,6 +197,7 @@ mod tests {
             top_artists: Vec::new(),
             breakdown: Default::default(),
             listening: Default::default(),
+            forecast: None,
         };
         let window = ClosedWindow {
             result: &result,

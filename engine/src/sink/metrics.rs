@@ -8,6 +8,7 @@ use downbeat_operators::ClosedSession;
 
 use super::{ClosedWindow, Sink, TrendingWindow};
 use crate::metrics::Metrics;
+use crate::pipeline::ForecastUpdate;
 
 /// Updates the window series of the registry.
 pub struct MetricsSink(pub Arc<Metrics>);
@@ -20,6 +21,16 @@ impl Sink for MetricsSink {
 
     fn trending(&mut self, trending: &TrendingWindow<'_>) {
         self.0.on_trending(trending.label, trending.trending);
+    }
+
+    fn forecast(&mut self, update: &ForecastUpdate, label: &str) {
+        self.0.on_forecast(
+            label,
+            update.streams,
+            update.made_for_it,
+            &update.ahead,
+            update.profile_seen,
+        );
     }
 
     fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {

@@ -11,7 +11,7 @@ use std::io;
 
 use downbeat_operators::{ClosedSession, Partial, Trending, WindowResult};
 
-use crate::pipeline::InputProgress;
+use crate::pipeline::{ForecastUpdate, InputProgress};
 
 /// A closed window as the sinks see it.
 pub struct ClosedWindow<'a> {
@@ -49,6 +49,10 @@ pub trait Sink {
 
     /// The latest tumbling window was scored for trending songs.
     fn trending(&mut self, _trending: &TrendingWindow<'_>) {}
+
+    /// The streams forecast after a tumbling close; `label` is the
+    /// window's metric label.
+    fn forecast(&mut self, _update: &ForecastUpdate, _label: &str) {}
 
     /// Listening sessions closed.
     fn sessions(&mut self, _sessions: &[ClosedSession]) -> io::Result<()> {
