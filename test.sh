@@ -143,6 +143,7 @@ step "alert rules under promtool, and the PrometheusRule carries the same groups
 promtool --version | head -1
 promtool check rules deploy/prometheus/downbeat-rules.yml
 promtool test rules deploy/prometheus/downbeat-rules.test.yml
+promtool test rules deploy/prometheus/forecast-rules.test.yml
 venv="${TMPDIR:-/tmp}/downbeat-ci-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c 'import yaml' 2>/dev/null || "$venv/bin/pip" install -q pyyaml

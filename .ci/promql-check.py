@@ -5,9 +5,10 @@ against a real Prometheus that scrapes real downbeat processes.
 Three engines feed it, so every panel has something to show:
   live   `downbeat run` on the built-in generator (counters move, windows
          close on the wall clock);
-  spike  `downbeat run --input FILE` over 30 minutes of generated events
+  spike  `downbeat run --input FILE` over 130 minutes of generated events
          whose last minutes hold an injected spike (trending series, the
-         viral alert);
+         viral alert), long enough for the streams forecast to give every
+         horizon's band;
   kafka  `downbeat run --source kafka` on a tansu broker fed by
          `downbeat produce` (consumer lag, partitions, offsets), publishing
          its partial windows to a partials topic;
@@ -215,18 +216,24 @@ def run_check(binary, work, processes):
     # live: the generator, paced.
     start(processes, work, "live", [binary, "run", "--rate", "300", *listen("live")])
 
-    # spike: the 30 minutes before the current minute, the last 4 with a
-    # viral song (whole minutes, so the last window is complete).
+    # spike: the 130 minutes before the current minute, the last 4 with a
+    # viral song (whole minutes, so the last window is complete). The
+    # forecast gives its first band after 61 closed windows and the
+    # 60-minute horizon's after 121, so 130 minutes; 50 events/s keeps the
+    # file as small as 30 minutes at 200/s were, and a 4% share keeps the
+    # song over the viral alerts' 50 streams a minute (about 130).
     spike_file = os.path.join(work, "spike.jsonl")
-    start_ms = (int(time.time()) // 60 - 30) * 60_000
+    spike_minutes = 130
+    start_ms = (int(time.time()) // 60 - spike_minutes) * 60_000
     with open(spike_file, "wb") as out:
         subprocess.run(
-            [binary, "generate", "--seed", "5", "--rate", "200", "--count", "360000", "--start-ms", str(start_ms),
-             "--spike-song", "Viral Hit", "--spike-artist", "Nobody",
-             "--spike-after-secs", "1560", "--spike-duration-secs", "240", "--spike-share", "0.02"],
+            [binary, "generate", "--seed", "5", "--rate", "50", "--count", str(50 * 60 * spike_minutes),
+             "--start-ms", str(start_ms), "--spike-song", "Viral Hit", "--spike-artist", "Nobody",
+             "--spike-after-secs", str(60 * spike_minutes - 240), "--spike-duration-secs", "240",
+             "--spike-share", "0.04"],
             stdout=out, check=True)
-    # A 1-minute session gap, so its sessions (all within the last 30
-    # minutes) close during the check and the session panels have data.
+    # A 1-minute session gap, so its sessions (all within the input's
+    # event time) close during the check and the session panels have data.
     spike_config = os.path.join(work, "spike.toml")
     with open(spike_config, "w") as f:
         f.write("[sessions]\ngap_ms = 60000\n")

@@ -141,10 +141,7 @@ pub fn route(state: &ServerState, asked: &Asked<'_>) -> Response<Full<Bytes>> {
             let trending = state.trending.read().unwrap_or_else(|e| e.into_inner());
             live_json(trending.clone())
         }
-        "/api/v1/forecast" => {
-            let forecast = state.forecast.read().unwrap_or_else(|e| e.into_inner());
-            live_json(forecast.clone())
-        }
+        "/api/v1/forecast" => live_json(state.forecast_json()),
         _ => match page::asset(asked.path) {
             Some(asset) => page_asset(asset),
             None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),

@@ -91,6 +91,8 @@ pub struct Metrics {
     trending_artist_ratio: GaugeVec,
     trending_artist_streams: IntGaugeVec,
     trending_artist_baseline: GaugeVec,
+    predicted_streams: GaugeVec,
+    predicted_info: IntGaugeVec,
     streams_baseline: GaugeVec,
     trending_tracked: IntGauge,
     trending_evicted: IntCounter,
@@ -198,6 +200,8 @@ impl Metrics {
             trending_baseline: gauge_vec(&r, "downbeat_trending_song_baseline_streams", "Expected streams per tumbling window of each trending song, from its past windows.", &["rank", "artist", "song"]),
             trending_artist_ratio: gauge_vec(&r, "downbeat_trending_artist_ratio", "Artists rising abnormally in the latest closed tumbling window, by rank: streams of all their songs over the artist's own exponentially weighted baseline.", &["rank", "artist"]),
             trending_artist_streams: int_gauge_vec(&r, "downbeat_trending_artist_streams", "Streams in the latest closed tumbling window of each trending artist (all their songs).", &["rank", "artist"]),
+            predicted_streams: gauge_vec(&r, "downbeat_predicted_top_song_streams", "Expected streams over the next 10 minutes of the song at each rank of the predicted chart (trending songs at their latest pace, others at their baseline).", &["rank"]),
+            predicted_info: int_gauge_vec(&r, "downbeat_predicted_top_song_info", "Artist and song at each rank of the predicted chart of the next 10 minutes (value 1).", &["rank", "artist", "song"]),
             trending_artist_baseline: gauge_vec(&r, "downbeat_trending_artist_baseline_streams", "Expected streams per tumbling window of each trending artist, from their past windows.", &["rank", "artist"]),
             streams_baseline: gauge_vec(&r, "downbeat_streams_baseline", "Expected streams per window from past windows (exponentially weighted), for the latest closed tumbling window.", &["window"]),
             streams_baseline_ratio: gauge_vec(&r, "downbeat_streams_baseline_ratio", "Streams in the latest closed tumbling window over their exponentially weighted baseline.", &["window"]),
@@ -481,6 +485,17 @@ impl Metrics {
             self.trending_artist_baseline
                 .with_label_values(&labels)
                 .set(artist.baseline_streams);
+        }
+        self.predicted_streams.reset();
+        self.predicted_info.reset();
+        for song in &trending.predicted_songs {
+            let rank = song.rank.to_string();
+            self.predicted_streams
+                .with_label_values(&[rank.as_str()])
+                .set(song.streams);
+            self.predicted_info
+                .with_label_values(&[rank.as_str(), &song.artist, &song.song])
+                .set(1);
         }
         self.trending_tracked.set(trending.tracked_songs as i64);
         let evicted = trending.evicted_songs_total;

@@ -2,7 +2,9 @@
 //! chromedriver (Debian's `chromium` and `chromium-driver`, which `./test.sh`
 //! installs): it loads without any external resource, shows the top songs of a
 //! known input with their titles escaped, updates in place when the
-//! leaderboard changes, and says so when the engine stops answering.
+//! leaderboard changes, and says so when the engine stops answering; and,
+//! once the streams forecast has warmed up, draws its band and the
+//! forecasts ahead as `/api/v1/forecast` gives them.
 #![allow(clippy::too_many_lines)] // a test reads top to bottom, as one scenario
 
 mod common;
@@ -132,12 +134,17 @@ const SESSION_GAP_MS: i64 = 90_000;
 
 impl Engine {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With `more` appended to its config file.
+    fn start_with(more: &str) -> Self {
         let port = free_port();
         let config = tempfile::tempdir().unwrap();
         let config_file = config.path().join("downbeat.toml");
         std::fs::write(
             &config_file,
-            format!("[sessions]\ngap_ms = {SESSION_GAP_MS}\n"),
+            format!("[sessions]\ngap_ms = {SESSION_GAP_MS}\n{more}"),
         )
         .unwrap();
         let mut child = common::downbeat()
@@ -327,6 +334,23 @@ return {
     count: li.querySelector(".count").textContent,
   })),
   trend: [...document.querySelectorAll("#trend rect.col")].map((r) => Number(r.dataset.streams)),
+  forecast: document.getElementById("forecast-card").dataset.forecast,
+  forecastNote: !document.getElementById("forecast-note").hidden,
+  forecastActual: [...document.querySelectorAll("#forecast-chart circle.actual")].map((c) => Number(c.dataset.streams)),
+  forecastBands: document.querySelectorAll("#forecast-chart path.band").length,
+  forecastMarks: [...document.querySelectorAll("#forecast-chart .ahead-mark")].map((g) => Number(g.dataset.horizon)),
+  forecastAhead: [...document.querySelectorAll("#forecast-ahead li")].map((li) => ({
+    horizon_minutes: Number(li.dataset.horizonMinutes),
+    start_ms: Number(li.dataset.startMs),
+    streams: Number(li.dataset.streams),
+    lower: Number(li.dataset.lower),
+    upper: Number(li.dataset.upper),
+  })),
+  predicted: [...document.querySelectorAll("#predicted li")].map((li) => ({
+    song: li.querySelector(".song").textContent,
+    artist: li.querySelector(".artist").textContent,
+  })),
+  predictedEmpty: !document.getElementById("predicted-empty").hidden,
   elementsInLeaderboard: document.querySelectorAll("#leaderboard b, #leaderboard img, #leaderboard script, #artists img").length,
   pwned: window.pwned === 1,
   marker: window.downbeatTestMarker || null,
@@ -478,6 +502,10 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
         r##"return document.getElementById("status").dataset.state === "waiting"
             && !document.getElementById("leaderboard-empty").hidden;"##,
     );
+    let waiting = browser.script(PAGE_STATE);
+    assert_eq!(waiting["forecast"], "none", "{waiting}");
+    assert_eq!(waiting["forecastNote"], false, "{waiting}");
+    assert_eq!(waiting["predictedEmpty"], true, "{waiting}");
 
     // Minutes 0..2: Alpha 5 a minute, BOLD 3, Gamma 1; a refused line; then a
     // stream in minute 4 moves the watermark past minute 4's start, closing
@@ -497,6 +525,12 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
         "Alpha at the top of the leaderboard",
         r##"const rows = document.querySelectorAll("#leaderboard li");
            return rows.length === 3 && rows[0].querySelector(".song").textContent === "Alpha";"##,
+    );
+    // Its forecast follows the windows of a close: the card may say "off"
+    // for a poll.
+    browser.wait_for(
+        "the forecast card warming up",
+        r##"return document.getElementById("forecast-card").dataset.forecast === "warming";"##,
     );
     let first = browser.script(PAGE_STATE);
     assert_eq!(
@@ -532,6 +566,21 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
         json!([9, 9, 9]),
         "one bar per closed minute"
     );
+    // The forecast card draws the same minutes and says it is warming up
+    // (no band before 60 scored forecasts).
+    assert_eq!(first["forecast"], "warming", "{first}");
+    assert_eq!(first["forecastNote"], true, "{first}");
+    assert_eq!(first["forecastActual"], json!([9, 9, 9]), "{first}");
+    assert_eq!(first["forecastBands"], 0, "{first}");
+    assert_eq!(first["forecastAhead"], json!([]), "{first}");
+    // The predicted chart (the trend detector's, from the first minute on):
+    // the most played song first, names shown as text.
+    assert_eq!(first["predictedEmpty"], false, "{first}");
+    assert_eq!(first["predicted"][0]["song"], "Alpha", "{first}");
+    assert_eq!(
+        first["predicted"][1]["song"], "<b>Bold</b> & \"Quotes\"",
+        "{first}"
+    );
     browser.wait_for(
         "the refused line",
         r##"return document.getElementById("kpi-rejected").textContent === "1";"##,
@@ -541,14 +590,7 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
          .filter((name) => !name.startsWith(location.origin + '/'));",
     );
     assert_eq!(resources, json!([]), "nothing loaded from elsewhere");
-    let errors: Vec<Value> = browser
-        .console()
-        .into_iter()
-        .filter(|entry| entry["level"] == "SEVERE")
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    let shot = browser.screenshot("live_page-1.png");
-    eprintln!("screenshot: {}", shot.display());
+    no_console_errors_then_screenshot(&browser, "live_page-1.png");
 
     // Minutes 5..6: Delta 12 a minute overtakes Alpha; one late stream for
     // minute 0; a stream in minute 8 closes the windows ending at minute 8.
@@ -586,6 +628,12 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
     assert_eq!(second["users1m"], input.users(6, 7).to_string());
     assert_eq!(second["users10m"], input.users(0, 8).to_string());
     assert_eq!(second["trend"], json!([9, 9, 9, 1, 12, 12]), "{second}");
+    assert_eq!(
+        second["forecastActual"],
+        json!([9, 9, 9, 1, 12, 12]),
+        "{second}"
+    );
+    assert_eq!(second["forecast"], "warming", "{second}");
 
     // The API behind it.
     let (status, head, history) = http(engine.port, "GET", "/api/v1/windows/history", None);
@@ -615,6 +663,19 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
         json!((T0 + 8 * MINUTE + 11_000 - 10_000) as f64 / 1000.0),
         "{stats}"
     );
+    // The forecast of the latest minute: none yet, nothing ahead.
+    let (status, _, forecast) = http(engine.port, "GET", "/api/v1/forecast", None);
+    assert_eq!(status, 200);
+    let forecast: Value = serde_json::from_str(&forecast).unwrap();
+    assert_eq!(forecast["window"], "1m", "{forecast}");
+    assert_eq!(
+        forecast["latest"]["start_ms"],
+        T0 + 6 * MINUTE,
+        "{forecast}"
+    );
+    assert_eq!(forecast["latest"]["streams"], 12, "{forecast}");
+    assert_eq!(forecast["latest"]["forecast"], Value::Null, "{forecast}");
+    assert_eq!(forecast["ahead"], json!([]), "{forecast}");
     let (status, _, trending) = http(engine.port, "GET", "/api/v1/trending", None);
     assert_eq!(status, 200);
     let trending: Value = serde_json::from_str(&trending).unwrap();
@@ -700,4 +761,119 @@ fn live_page_shows_the_leaderboard_and_updates_in_place() {
     assert_eq!(offline["trend"], second["trend"]);
     browser.screenshot("live_page-offline.png");
     eprintln!("live page test took {:?}", started.elapsed());
+}
+
+/// Close enough for two parses of one JSON number (serde_json's default
+/// float parsing may be a unit in the last place off the browser's).
+fn same_number(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+        _ => false,
+    }
+}
+
+/// With a short warm-up (10 scored forecasts instead of 60), 90 minutes of
+/// streams give the forecast card its band, and its forecasts ahead are
+/// the API's: listed for every horizon, drawn for those within the quarter
+/// hour the chart shows ahead.
+#[test]
+fn live_page_draws_the_forecast_once_warmed_up() {
+    let mut engine = Engine::start_with("[forecast]\nmin_residuals = 10\n");
+    let browser = Browser::start();
+    browser.open(&format!("http://127.0.0.1:{}/", engine.port));
+
+    // 20 to 26 streams a minute, minutes 0 to 89: minute 89's streams
+    // close minute 88.
+    let mut lines = Vec::new();
+    for minute in 0..90 {
+        for i in 0..20 + minute % 7 {
+            let ts = T0 + minute * MINUTE + 11_000 + i * 100;
+            let user = u32::try_from(i % 13).unwrap();
+            lines.push(stream(ts, user, "The Testers", &format!("Song {}", i % 4)));
+        }
+    }
+    engine.write(&lines);
+
+    let mut doc = Value::Null;
+    common::wait_until(PAGE_TIMEOUT, "the forecast made at minute 88", || {
+        let Ok((200, body)) = common::get(engine.port, "/api/v1/forecast") else {
+            return false;
+        };
+        doc = serde_json::from_str(&body).unwrap();
+        doc["latest"]["start_ms"] == json!(T0 + 88 * MINUTE)
+    });
+    let ahead = doc["ahead"].as_array().unwrap().clone();
+    let horizons: Vec<i64> = ahead
+        .iter()
+        .map(|a| a["horizon_minutes"].as_i64().unwrap())
+        .collect();
+    assert_eq!(horizons, [5, 15, 60], "{doc}");
+    assert!(doc["latest"]["forecast"]["upper"].is_number(), "{doc}");
+    let history: Vec<Value> = serde_json::from_str(
+        &common::get(engine.port, "/api/v1/windows/history")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(history.len(), 60, "an hour of minutes");
+
+    let actual: Vec<&Value> = history.iter().map(|w| &w["streams"]).collect();
+
+    // The page drew this close: its history and its forecast.
+    browser.wait_for(
+        "the forecast card of minute 88",
+        &format!(
+            r##"const items = document.querySelectorAll("#forecast-ahead li");
+               const dots = [...document.querySelectorAll("#forecast-chart circle.actual")];
+               return document.getElementById("forecast-card").dataset.forecast === "ready"
+                 && items.length === 3 && items[0].dataset.startMs === "{}"
+                 && JSON.stringify(dots.map((c) => Number(c.dataset.streams))) === {:?};"##,
+            ahead[0]["start_ms"],
+            json!(actual).to_string()
+        ),
+    );
+    let page = browser.script(PAGE_STATE);
+    assert_eq!(page["forecastNote"], false, "{page}");
+    assert_eq!(page["forecastActual"], json!(actual), "{page}");
+    assert!(
+        page["forecastBands"].as_u64().unwrap() >= 1,
+        "the band is drawn: {page}"
+    );
+    assert_eq!(page["forecastMarks"], json!([5, 15]), "{page}");
+    assert_eq!(page["forecastAhead"].as_array().unwrap().len(), 3, "{page}");
+    for (shown, given) in page["forecastAhead"].as_array().unwrap().iter().zip(&ahead) {
+        for key in ["horizon_minutes", "start_ms", "streams", "lower", "upper"] {
+            assert!(
+                same_number(&shown[key], &given[key]),
+                "{key}: the page shows {shown}, the API gave {given}"
+            );
+        }
+    }
+    let predicted: Vec<&Value> = doc["predicted_top_songs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["song"])
+        .collect();
+    let shown: Vec<&Value> = page["predicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["song"])
+        .collect();
+    assert_eq!(shown, predicted, "{page}");
+    assert_eq!(page["predictedEmpty"], predicted.is_empty(), "{page}");
+    no_console_errors_then_screenshot(&browser, "live_page-forecast.png");
+}
+
+/// No error in the browser console; then a screenshot, kept as `name`.
+fn no_console_errors_then_screenshot(browser: &Browser, name: &str) {
+    let errors: Vec<Value> = browser
+        .console()
+        .into_iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let shot = browser.screenshot(name);
+    eprintln!("screenshot: {}", shot.display());
 }

@@ -25,10 +25,14 @@
 //! `min_residuals` scores exist.
 //!
 //! **Anomalies stay out of the state**: a window outside the band made for
-//! it updates the level and the profile as if it were at the band's edge,
-//! so a doubling or a halving keeps being reported as outside for about
-//! as long as it lasts (the level follows a lasting change at a few percent
-//! a window), instead of being learnt as the new normal within minutes.
+//! it teaches the level and the profile nothing, so a doubling or a halving
+//! is reported as outside for as long as it lasts, and the forecast is
+//! where it was when traffic comes back (no opposite excursion after it).
+//! A change that lasts more than `ANOMALY_HOLD_WINDOWS` (60) windows is
+//! taken as the new normal and learnt, and so is everything on the first
+//! day of a day type (its forecast borrowed from the other type's profile).
+//! Windows inside such a run (from its third) are not scored either, so an
+//! incident does not widen the band.
 //! A window with no streams is not emitted by the aggregator and is skipped.
 
 use std::collections::VecDeque;
@@ -42,6 +46,12 @@ use crate::event::EventTimeMs;
 const DAY_MS: i64 = 86_400_000;
 /// A profile slot not seen yet.
 const UNKNOWN: f64 = -1.0;
+/// Windows in a row outside their band after which the change is learnt.
+const ANOMALY_HOLD_WINDOWS: u32 = 60;
+/// From this many windows in a row outside their band, windows are not
+/// scored: an incident, not the forecast's usual error (normal traffic
+/// rarely leaves a 95% band two windows running).
+const ANOMALY_RUN_WINDOWS: u32 = 3;
 /// Weight of the newest window in the recent EWMA (half-life 10 windows):
 /// the forecast of the first day, before the profile knows the slot ahead.
 const RECENT_ALPHA: f64 = 0.066_967;
@@ -228,6 +238,8 @@ pub struct ForecastState {
     windows: u64,
     /// The forecasts made at the latest close.
     ahead: Vec<Ahead>,
+    /// Windows in a row outside the band made for them.
+    outside_run: u32,
 }
 
 /// Forecasts tumbling windows' streams (see the module docs).
@@ -263,6 +275,7 @@ impl Forecaster {
             ],
             windows: 0,
             ahead: Vec::new(),
+            outside_run: 0,
         };
         Ok(Self::with_state(config, state))
     }
@@ -353,12 +366,20 @@ impl Forecaster {
             .ahead_one()
             .filter(|ahead| ahead.start_ms == start_ms)
             .map(|ahead| ahead.band);
-        self.score(start_ms, actual);
-        let learnt = match made_for_this {
-            Some(band) => actual.clamp(band.lower, band.upper),
-            None => actual,
+        let outside = made_for_this.is_some_and(|band| !band.covers(actual));
+        let run = if outside {
+            self.state.outside_run + 1
+        } else {
+            0
         };
-        self.learn(start_ms, learnt);
+        self.state.outside_run = run;
+        let lasting = run > ANOMALY_HOLD_WINDOWS;
+        self.score(start_ms, actual, run < ANOMALY_RUN_WINDOWS || lasting);
+        // A day type seen for the first time (its forecast borrowed from the
+        // other's profile) is expected to miss: learn it as it comes.
+        let (kind, slot) = self.slot_of(start_ms);
+        let first_of_kind = self.state.profiles[kind][slot] == UNKNOWN;
+        self.learn(start_ms, actual, !outside || lasting || first_of_kind);
         self.state.last_start_ms = Some(start_ms);
         self.state.windows += 1;
         self.forecast_ahead(start_ms);
@@ -379,16 +400,17 @@ impl Forecaster {
         self.state.profiles[0].len()
     }
 
-    /// Scores every pending forecast of the window at `start_ms`; drops
-    /// those of windows skipped (no streams: not emitted).
-    fn score(&mut self, start_ms: EventTimeMs, actual: f64) {
+    /// Scores every pending forecast of the window at `start_ms` (`keep`:
+    /// into the pools); drops those of windows skipped (no streams: not
+    /// emitted).
+    fn score(&mut self, start_ms: EventTimeMs, actual: f64, keep_scores: bool) {
         let keep = self.config.residual_windows;
         while let Some(pending) = self.state.pending.front().copied() {
             if pending.target_start_ms > start_ms {
                 break;
             }
             self.state.pending.pop_front();
-            if pending.target_start_ms < start_ms {
+            if pending.target_start_ms < start_ms || !keep_scores {
                 continue;
             }
             let score = ((actual + 1.0) / (pending.streams + 1.0)).ln() as f32;
@@ -401,8 +423,17 @@ impl Forecaster {
     }
 
     /// Updates the level (from the profile before this window) and the
-    /// profile with `streams` (already clamped to the band).
-    fn learn(&mut self, start_ms: EventTimeMs, streams: f64) {
+    /// profile with `streams`; unless `normal`, only fills a profile slot
+    /// never seen (an outlier is better than nothing there).
+    fn learn(&mut self, start_ms: EventTimeMs, streams: f64, normal: bool) {
+        let (kind, slot) = self.slot_of(start_ms);
+        if !normal {
+            let value = &mut self.state.profiles[kind][slot];
+            if *value == UNKNOWN {
+                *value = streams;
+            }
+            return;
+        }
         let alpha = self.level_alpha;
         let recent = self.state.recent.get_or_insert(streams);
         *recent += RECENT_ALPHA * (streams - *recent);
@@ -411,7 +442,6 @@ impl Forecaster {
             let level = self.state.level_ratio.get_or_insert(ratio);
             *level += alpha * (ratio - *level);
         }
-        let (kind, slot) = self.slot_of(start_ms);
         let value = &mut self.state.profiles[kind][slot];
         *value = if *value == UNKNOWN {
             streams
@@ -650,11 +680,16 @@ mod tests {
                 .filter(|&m| !scored[m].0.unwrap().covers(streams[m] as f64))
                 .count();
             assert_eq!(outside, 30, "factor {factor}");
-            // And the forecast is back in step soon after.
-            let after = (peak + 60..peak + 120)
-                .filter(|&m| scored[m].0.unwrap().covers(streams[m] as f64))
-                .count();
-            assert!(after >= 50, "factor {factor}: {after} of 60 covered after");
+            // Back to normal, the forecast is where it was: no run of
+            // minutes outside the band on the other side.
+            let after: Vec<bool> = (peak + 30..peak + 90)
+                .map(|m| scored[m].0.unwrap().covers(streams[m] as f64))
+                .collect();
+            let longest = after.split(|&c| c).map(<[bool]>::len).max().unwrap_or(0);
+            assert!(
+                longest <= 2,
+                "factor {factor}: {longest} minutes in a row outside after"
+            );
         }
     }
 

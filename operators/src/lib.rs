@@ -65,6 +65,7 @@ pub use session::{
 pub use song_counts::SongCounts;
 pub use top_k::{top_artists, top_k, top_k_named};
 pub use trending::{
-    SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError, TrendingSong,
+    PredictedSong, SongStreams, TrendDetector, Trending, TrendingConfig, TrendingError,
+    TrendingSong,
 };
 pub use window::{bucket_start, WindowError, WindowId, WindowKind, WindowSpec};

@@ -38,9 +38,11 @@ pub struct ServerState {
     /// `{"window_end_ms", "total_ratio", "songs": [{"rank", "artist", "song",
     /// "streams", "baseline_streams", "ratio"}]}`; starts as [`TRENDING_EMPTY`].
     pub trending: RwLock<String>,
-    /// The forecast document served as is by `/api/v1/forecast` (see
-    /// [`forecast_json`]); starts as [`FORECAST_EMPTY`].
-    pub forecast: RwLock<String>,
+    /// The forecast document of `/api/v1/forecast` (see [`forecast_json`])
+    /// but its `predicted_top_songs`; starts as [`FORECAST_EMPTY`].
+    pub forecast: RwLock<Value>,
+    /// The predicted chart of the next 10 minutes, from the trend detector.
+    pub predicted: RwLock<Value>,
     /// True once the source is delivering and the pipeline runs.
     pub ready: AtomicBool,
     /// Sessions closed lately, for `/api/v1/sessions`.
@@ -115,7 +117,8 @@ impl ServerState {
             latest: DashMap::new(),
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
             trending: RwLock::new(TRENDING_EMPTY.to_owned()),
-            forecast: RwLock::new(FORECAST_EMPTY.to_owned()),
+            forecast: RwLock::new(serde_json::from_str(FORECAST_EMPTY).expect("valid JSON")),
+            predicted: RwLock::new(json!([])),
             ready: AtomicBool::new(false),
             sessions: Mutex::new(RecentSessions::default()),
         }
@@ -196,6 +199,21 @@ impl ServerState {
         .to_string()
     }
 
+    /// `/api/v1/forecast`: the latest forecast with the predicted chart.
+    pub fn forecast_json(&self) -> String {
+        let mut doc = self
+            .forecast
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        doc["predicted_top_songs"] = self
+            .predicted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        doc.to_string()
+    }
+
     /// `{"tumbling": <window or null>, "sliding": <window or null>}`.
     pub fn latest_json(&self) -> String {
         let get = |kind: WindowKind| {
@@ -224,11 +242,12 @@ impl Sink for ApiSink {
 
     fn trending(&mut self, trending: &TrendingWindow<'_>) {
         *self.0.trending.write().unwrap_or_else(|e| e.into_inner()) = trending.json.to_owned();
+        *self.0.predicted.write().unwrap_or_else(|e| e.into_inner()) =
+            json!(trending.trending.predicted_songs);
     }
 
     fn forecast(&mut self, update: &ForecastUpdate, label: &str) {
-        let doc = forecast_json(update, label).to_string();
-        *self.0.forecast.write().unwrap_or_else(|e| e.into_inner()) = doc;
+        *self.0.forecast.write().unwrap_or_else(|e| e.into_inner()) = forecast_json(update, label);
     }
 
     fn sessions(&mut self, sessions: &[ClosedSession]) -> io::Result<()> {
@@ -247,7 +266,8 @@ impl Sink for ApiSink {
 /// `/api/v1/forecast`: `{"window", "latest": {"start_ms", "end_ms",
 /// "streams", "forecast": {"streams", "lower", "upper"} | null}, "ahead":
 /// [{"horizon_minutes", "start_ms", "end_ms", "streams", "lower", "upper",
-/// "method"}], "profile_seen", "predicted_top_songs"}`.
+/// "method"}], "profile_seen"}`; [`ServerState::forecast_json`] adds
+/// `"predicted_top_songs": [{"rank", "artist", "song", "streams"}]`.
 pub fn forecast_json(update: &ForecastUpdate, label: &str) -> Value {
     let width_ms = update.width_ms;
     let ahead: Vec<Value> = update
@@ -276,7 +296,6 @@ pub fn forecast_json(update: &ForecastUpdate, label: &str) -> Value {
         },
         "ahead": ahead,
         "profile_seen": update.profile_seen,
-        "predicted_top_songs": [],
     })
 }
 
