@@ -82,6 +82,7 @@ fn main() {
             "60m": engine.coverage(60, scored.clone()),
         },
         "engine_nanos_per_close": engine.nanos_per_close,
+        "engine_state_json_bytes": engine.state_json_bytes,
     });
     println!("{coverage}");
 }
@@ -184,6 +185,8 @@ struct EngineForecasts {
     /// horizon minutes (0: one window) -> target minute -> covered.
     covered: HashMap<u32, HashMap<usize, bool>>,
     nanos_per_close: f64,
+    /// The checkpointed state, as JSON.
+    state_json_bytes: usize,
 }
 
 impl EngineForecasts {
@@ -219,6 +222,9 @@ fn engine_forecasts(streams: &[u64]) -> EngineForecasts {
         }
     }
     let nanos_per_close = started.elapsed().as_nanos() as f64 / streams.len() as f64;
+    let state_json_bytes = serde_json::to_vec(forecaster.state())
+        .expect("serializes")
+        .len();
     let covered = bands
         .into_iter()
         .map(|(horizon, by_target)| {
@@ -234,5 +240,6 @@ fn engine_forecasts(streams: &[u64]) -> EngineForecasts {
         one_ahead,
         covered,
         nanos_per_close,
+        state_json_bytes,
     }
 }

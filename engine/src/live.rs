@@ -91,7 +91,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => Some(open_writer(path)?),
         None => None,
     };
-    let pipeline = Pipeline::new(pipeline_config, &metrics, rejects, now_ms())?;
+    let mut pipeline = Pipeline::new(pipeline_config, &metrics, rejects, now_ms())?;
     let cap = VERBATIM_LINE_CAP_BYTES.max(config.input.max_line_bytes + 1);
     let mut resume = ResumeBytes::default();
     let (mut source, tick): (Box<dyn Source>, Duration) = match config.source.kind {
@@ -112,19 +112,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         SourceKind::Kafka => {
             let replica = replica_id(&config);
-            let recovery = Recovery::open(&config.kafka, &replica)?;
-            if let Some(own) = &recovery.own {
-                metrics.restore_counters(&own.counters);
-                resume = ResumeBytes {
-                    windows: own.emitted_bytes,
-                    sessions: own.emitted_session_bytes,
-                };
-                tracing::info!(
-                    replica,
-                    partitions = own.partitions.len(),
-                    "restored this replica's counters from its checkpoint"
-                );
-            }
+            let mut recovery = Recovery::open(&config.kafka, &replica)?;
+            resume = restore(&mut recovery, &mut pipeline, &metrics, &replica);
             let geometry = PartitionGeometry {
                 allowed_lateness_ms: watermark.allowed_lateness_ms,
                 pane_ms: pipeline.pane_ms(),
@@ -172,4 +161,35 @@ fn replica_id(config: &Config) -> String {
 /// The daily profile when the generator follows it (`--diurnal`).
 pub fn diurnal_of(generator: &crate::source::generator::GeneratorConfig) -> Option<Diurnal> {
     generator.diurnal.then(|| Diurnal::new(generator.seed))
+}
+
+/// What a Kafka replica's checkpoint restores before it reads: its
+/// counters and forecast; returns the lengths to cut its outputs back to.
+fn restore(
+    recovery: &mut Recovery,
+    pipeline: &mut Pipeline,
+    metrics: &Metrics,
+    replica: &str,
+) -> ResumeBytes {
+    if let Some(state) = recovery.forecast.take() {
+        tracing::info!(
+            replica,
+            windows = state.windows(),
+            "restored this replica's streams forecast from its checkpoint"
+        );
+        pipeline.restore_forecast(state);
+    }
+    let Some(own) = &recovery.own else {
+        return ResumeBytes::default();
+    };
+    metrics.restore_counters(&own.counters);
+    tracing::info!(
+        replica,
+        partitions = own.partitions.len(),
+        "restored this replica's counters from its checkpoint"
+    );
+    ResumeBytes {
+        windows: own.emitted_bytes,
+        sessions: own.emitted_session_bytes,
+    }
 }

@@ -493,7 +493,9 @@ impl Lcg {
 /// is being rebuilt), each restarted in place with default flags: the
 /// windows, sessions and counters of an uninterrupted run. The data carries
 /// three plays far in the future: each partition's outlier guard refuses
-/// them once, whatever checkpoint held them, and no window moves. The topic
+/// them once, whatever checkpoint held them, and no window moves. The
+/// records carry replay's forecasts: the forecast state is checkpointed
+/// with the window output. The topic
 /// is keyed by user, so each partition's sessions are whole: together they
 /// are replay's, none lost or written twice.
 #[test]
@@ -501,7 +503,10 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
     let _serial = serial();
     let dir = Scratch::new();
     let total = 60_000u64;
-    let input = generated(dir.path(), "events.jsonl", total - 3, 40);
+    // 10 events/s: 100 minutes, so the streams forecast is out of its first
+    // hour's warm-up for the later kills, and its state must come back
+    // from the checkpoint for the records to carry replay's forecasts.
+    let input = generated(dir.path(), "events.jsonl", total - 3, 10);
     insert_outliers(&input);
     let expected_sessions_path = dir.path().join("replay.sessions.jsonl");
     let (_, summary) = common::replay(
@@ -510,6 +515,11 @@ fn kill_9_at_random_points_then_restart_gives_the_uninterrupted_result() {
         &["--sessions", expected_sessions_path.to_str().unwrap()],
     );
     let expected = std::fs::read_to_string(dir.path().join("windows.jsonl")).unwrap();
+    let forecasts = expected
+        .lines()
+        .filter(|l| l.contains("\"forecast\":"))
+        .count();
+    assert!(forecasts >= 30, "{forecasts} windows with a forecast");
     let expected_sessions =
         sorted_lines(&std::fs::read_to_string(&expected_sessions_path).unwrap());
     assert!(

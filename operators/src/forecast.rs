@@ -242,6 +242,18 @@ pub struct ForecastState {
     outside_run: u32,
 }
 
+impl ForecastState {
+    /// Windows observed.
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
+    /// Start of the latest window learnt from (None: none yet).
+    pub fn last_start_ms(&self) -> Option<EventTimeMs> {
+        self.last_start_ms
+    }
+}
+
 /// Forecasts tumbling windows' streams (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Forecaster {

@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use downbeat_operators::ForecastState;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -40,6 +41,10 @@ pub struct ReplicaCheckpoint {
     pub counters: BTreeMap<String, u64>,
     /// The partitions this replica held.
     pub partitions: Vec<PartitionCheckpoint>,
+    /// What this replica's streams forecast has learnt (absent in
+    /// checkpoints of earlier versions, or with no forecast).
+    #[serde(default)]
+    pub forecast: Option<ForecastState>,
 }
 
 /// Why a checkpoint could not be written or read.

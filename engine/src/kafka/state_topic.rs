@@ -18,11 +18,16 @@
 //! record that is there has all its chunks there. Once a newer checkpoint
 //! is acknowledged, the older one's chunks are deleted (tombstones, which
 //! compaction removes).
+//!
+//! Each replica also keeps its streams forecast's state there, keyed
+//! `<group>/<topic>/forecast/<replica>`, read back when it restarts under
+//! the same name (a StatefulSet pod's).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use downbeat_operators::ForecastState;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -37,6 +42,10 @@ use super::acknowledged::{AcknowledgedProducer, Unacknowledged};
 use super::partition::compact_sessions::{self, Row};
 use super::partition::PartitionCheckpoint;
 use crate::config::KafkaConfig;
+
+/// Key (after the group's prefix) of a replica's forecast state:
+/// `<group>/<topic>/forecast/<replica>`.
+const FORECAST_KEY: &str = "forecast/";
 
 /// Open sessions per chunk record: about 250 KB of JSON before compression.
 pub const SESSIONS_PER_CHUNK: usize = 5_000;
@@ -224,6 +233,78 @@ impl StateTopic {
 
     /// The newest checkpoint of each partition of this group's topic.
     pub fn latest_partitions(&self) -> Result<BTreeMap<i32, PartitionCheckpoint>, StateTopicError> {
+        let mut latest: BTreeMap<i32, PartitionCheckpoint> = BTreeMap::new();
+        let mut chunks: ChunksRead = HashMap::new();
+        self.read_all(|key, offset, payload| {
+            if key.starts_with(FORECAST_KEY) {
+                return;
+            }
+            if key.contains("/sessions/") {
+                match serde_json::from_slice::<SessionChunk>(payload) {
+                    Ok(chunk) => {
+                        chunks
+                            .entry((chunk.partition, chunk.seq))
+                            .or_default()
+                            .insert(chunk.index, (chunk.of, chunk.sessions));
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, offset, %error, "ignoring an unreadable session chunk");
+                    }
+                }
+                return;
+            }
+            match serde_json::from_slice::<PartitionCheckpoint>(payload) {
+                Ok(checkpoint) => {
+                    let newer = latest
+                        .get(&checkpoint.partition)
+                        .is_none_or(|known| checkpoint.seq > known.seq);
+                    if newer {
+                        latest.insert(checkpoint.partition, checkpoint);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, offset, %error, "ignoring an unreadable checkpoint record");
+                }
+            }
+        })?;
+        self.attach_chunks(&mut latest, chunks);
+        Ok(latest)
+    }
+
+    /// The forecast state `replica` published last, if any.
+    pub fn forecast_of(&self, replica: &str) -> Result<Option<ForecastState>, StateTopicError> {
+        let wanted = format!("{FORECAST_KEY}{replica}");
+        let mut found = None;
+        self.read_all(|key, offset, payload| {
+            if key != wanted {
+                return;
+            }
+            match serde_json::from_slice::<ForecastState>(payload) {
+                Ok(state) => found = Some(state),
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, offset, %error, "ignoring an unreadable forecast record");
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Send `replica`'s forecast state (acknowledged with the next
+    /// [`StateTopic::publish`]).
+    pub fn send_forecast(
+        &self,
+        replica: &str,
+        state: &ForecastState,
+    ) -> Result<(), StateTopicError> {
+        let key = format!("{}{FORECAST_KEY}{replica}", self.key_prefix);
+        let value = serde_json::to_vec(state).expect("forecast state serializes");
+        self.send(&key, Some(&value))
+    }
+
+    /// Read the topic from its start to its end: `each(key without this
+    /// group's prefix, offset, payload)` for every record of this group
+    /// that is not a tombstone.
+    fn read_all(&self, mut each: impl FnMut(&str, i64, &[u8])) -> Result<(), StateTopicError> {
         let consumer: BaseConsumer = self
             .reader_config
             .create()
@@ -231,9 +312,8 @@ impl StateTopic {
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, 0, READ_TIMEOUT)
             .map_err(|source| self.error(source))?;
-        let mut latest: BTreeMap<i32, PartitionCheckpoint> = BTreeMap::new();
         if high <= low {
-            return Ok(latest);
+            return Ok(());
         }
         let mut assignment = TopicPartitionList::new();
         assignment
@@ -244,7 +324,6 @@ impl StateTopic {
             .map_err(|source| self.error(source))?;
         let started = Instant::now();
         let mut next = low;
-        let mut chunks: ChunksRead = HashMap::new();
         while next < high {
             if started.elapsed() > READ_TIMEOUT {
                 return Err(StateTopicError::Timeout {
@@ -264,40 +343,12 @@ impl StateTopic {
             else {
                 continue;
             };
-            // A tombstone: chunks of a replaced checkpoint.
-            let Some(payload) = message.payload() else {
-                continue;
-            };
-            if key.contains("/sessions/") {
-                match serde_json::from_slice::<SessionChunk>(payload) {
-                    Ok(chunk) => {
-                        chunks
-                            .entry((chunk.partition, chunk.seq))
-                            .or_default()
-                            .insert(chunk.index, (chunk.of, chunk.sessions));
-                    }
-                    Err(error) => {
-                        tracing::warn!(topic = %self.topic, offset = message.offset(), %error, "ignoring an unreadable session chunk");
-                    }
-                }
-                continue;
-            }
-            match serde_json::from_slice::<PartitionCheckpoint>(payload) {
-                Ok(checkpoint) => {
-                    let newer = latest
-                        .get(&checkpoint.partition)
-                        .is_none_or(|known| checkpoint.seq > known.seq);
-                    if newer {
-                        latest.insert(checkpoint.partition, checkpoint);
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(topic = %self.topic, offset = message.offset(), %error, "ignoring an unreadable checkpoint record");
-                }
+            // Tombstones: chunks of a replaced checkpoint.
+            if let Some(payload) = message.payload() {
+                each(key, message.offset(), payload);
             }
         }
-        self.attach_chunks(&mut latest, chunks);
-        Ok(latest)
+        Ok(())
     }
 
     /// Put each newest checkpoint's session chunks back into it, and
@@ -505,5 +556,46 @@ mod tests {
             .latest_partitions()
             .unwrap();
         assert_eq!(latest[&0], checkpoint(0, 3, fewer));
+    }
+
+    /// A replica's forecast state goes in under its name, beside the
+    /// partition checkpoints, and only that replica reads it back (the
+    /// newest one); the partition checkpoints are read as before.
+    #[test]
+    fn forecast_state_is_kept_per_replica() {
+        use downbeat_operators::{ForecastConfig, Forecaster};
+        let cluster = MockCluster::new(1).unwrap();
+        let servers = cluster.bootstrap_servers();
+        cluster.create_topic("state", 1, 1).unwrap();
+        let kafka = KafkaConfig {
+            brokers: servers,
+            topic: "listens".to_owned(),
+            group: "g".to_owned(),
+            state_topic: "state".to_owned(),
+            ..KafkaConfig::default()
+        };
+        let learnt = |minutes: i64| {
+            let mut forecaster = Forecaster::new(ForecastConfig::default(), 60_000).unwrap();
+            for minute in 0..minutes {
+                forecaster.observe(minute * 60_000, 100 + (minute % 7) as u64);
+            }
+            forecaster.state().clone()
+        };
+        let state = StateTopic::open(&kafka).unwrap();
+        assert_eq!(state.forecast_of("r0").unwrap(), None);
+        state.send_forecast("r0", &learnt(30)).unwrap();
+        state.send_forecast("r0", &learnt(90)).unwrap();
+        state.send_forecast("r1", &learnt(5)).unwrap();
+        state.publish(&[checkpoint(0, 1, sessions(3, 0))]).unwrap();
+
+        let restarted = StateTopic::open(&kafka).unwrap();
+        let found = restarted.forecast_of("r0").unwrap().expect("r0's state");
+        assert_eq!(found.windows(), 90);
+        assert_eq!(found.last_start_ms(), Some(89 * 60_000));
+        assert_eq!(restarted.forecast_of("r1").unwrap().unwrap().windows(), 5);
+        assert_eq!(restarted.forecast_of("r2").unwrap(), None);
+        let latest = restarted.latest_partitions().unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[&0], checkpoint(0, 1, sessions(3, 0)));
     }
 }

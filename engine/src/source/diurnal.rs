@@ -16,8 +16,6 @@
 //! per-minute counts vary as real traffic does. Everything is fixed by the
 //! seed: the same seed, rate and start give the same times.
 
-use super::paced::StartOutOfRange;
-
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 /// Milliseconds in an hour.
@@ -109,6 +107,39 @@ fn split_mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `--start-ms` (or a window ending now) would put event times outside
+/// 1970 to the year 9999.
+#[derive(Debug, thiserror::Error)]
+#[error("--start-ms {start_ms}: {count} events {step_ms} ms apart would not fit between 1970 and the year 9999")]
+pub struct StartOutOfRange {
+    /// The first event time asked for.
+    pub start_ms: i64,
+    /// Events.
+    pub count: u64,
+    /// Between two events.
+    pub step_ms: f64,
+}
+
+/// The first event time of `count` events `step_ms` apart: `start_ms`, or
+/// so that the last is `now_ms`. Refused if any would leave 1970..=9999.
+pub fn counted_start(
+    count: u64,
+    step_ms: f64,
+    start_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<i64, StartOutOfRange> {
+    let span_ms = (count as f64 * step_ms) as i64;
+    let start = start_ms.unwrap_or_else(|| now_ms.saturating_sub(span_ms));
+    match start.checked_add(span_ms) {
+        Some(end) if start >= 0 && end <= LAST_MS => Ok(start),
+        _ => Err(StartOutOfRange {
+            start_ms: start,
+            count,
+            step_ms,
+        }),
+    }
+}
+
 /// Event times for `--count` events: evenly spaced, or a Poisson process
 /// following the daily profile.
 pub struct EventClock {
@@ -143,7 +174,7 @@ struct PoissonClock {
 
 impl EventClock {
     /// `count` events `1000 / rate` ms apart from `start_ms`, or ending
-    /// now (see [`super::paced::counted_start`]).
+    /// now (see [`counted_start`]).
     pub fn even(
         count: u64,
         rate_per_sec: f64,
@@ -151,7 +182,7 @@ impl EventClock {
         now_ms: i64,
     ) -> Result<Self, StartOutOfRange> {
         let step_ms = 1000.0 / rate_per_sec;
-        let start_ms = super::paced::counted_start(count, step_ms, start_ms, now_ms)?;
+        let start_ms = counted_start(count, step_ms, start_ms, now_ms)?;
         Ok(Self {
             kind: ClockKind::Even {
                 start_ms,
@@ -369,5 +400,24 @@ mod tests {
         let times: Vec<i64> = (0..4).map(|_| clock.next_ms()).collect();
         assert_eq!(times, vec![1_000, 1_333, 1_666, 2_000]);
         assert!(EventClock::diurnal(Diurnal::new(1), 1.0, 10, Some(-5), 0).is_err());
+    }
+
+    #[test]
+    fn counted_times_stay_real_epoch_times() {
+        assert_eq!(counted_start(10, 1.0, None, 1_000).unwrap(), 990);
+        assert_eq!(counted_start(10, 1.0, Some(5), 1_000).unwrap(), 5);
+        assert!(
+            counted_start(10, 1.0, Some(i64::MAX), 0).is_err(),
+            "would wrap"
+        );
+        assert!(counted_start(10, 1.0, Some(-1), 0).is_err(), "before 1970");
+        assert!(
+            counted_start(1, 1.0, Some(253_402_300_800_000), 0).is_err(),
+            "after 9999"
+        );
+        assert!(
+            counted_start(1_000, 1.0, None, 10).is_err(),
+            "ending now would start before 1970"
+        );
     }
 }

@@ -25,6 +25,7 @@ use crate::kafka::partition::{PartitionCheckpoint, PartitionGeometry};
 use crate::kafka::state_topic::StateTopic;
 use crate::output::now_ms;
 use crate::pipeline::{Outcome, Parsed, Pipeline, Reread};
+use downbeat_operators::ForecastState;
 use downbeat_operators::Verdict;
 
 /// The consumer, the group state machine, and what they report.
@@ -38,6 +39,10 @@ pub struct KafkaSource {
     group: Group,
     store: Option<CheckpointStore>,
     state_topic: Option<StateTopic>,
+    replica: String,
+    /// Windows the forecast had learnt from when its state was last sent
+    /// to the state topic (sent again only once it learnt more).
+    forecast_sent_windows: Option<u64>,
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
     kafka_metrics: Arc<KafkaMetrics>,
@@ -54,6 +59,11 @@ pub struct Recovery {
     pub own: Option<ReplicaCheckpoint>,
     /// Partition checkpoints in Kafka (None: no `kafka.state_topic`).
     pub state_topic: Option<StateTopic>,
+    /// This replica's name in checkpoints.
+    pub replica: String,
+    /// This replica's newest forecast state, from its own checkpoint file
+    /// or the state topic (the later one).
+    pub forecast: Option<ForecastState>,
 }
 
 impl Recovery {
@@ -64,6 +74,12 @@ impl Recovery {
         } else {
             Some(StateTopic::open(kafka)?)
         };
+        let published = state_topic.as_ref().and_then(|topic| {
+            topic.forecast_of(replica).unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read the forecast state: it warms up again");
+                None
+            })
+        });
         let dir = &kafka.checkpoint_dir;
         if dir.is_empty() {
             tracing::warn!("kafka.checkpoint_dir is empty: after a crash, this replica's counters restart from zero, and without kafka.state_topic windows in progress restart empty (offsets are still committed after processing)");
@@ -71,14 +87,23 @@ impl Recovery {
                 store: None,
                 own: None,
                 state_topic,
+                replica: replica.to_owned(),
+                forecast: published,
             });
         }
         let store = CheckpointStore::open(Path::new(dir), &kafka.group, &kafka.topic, replica)?;
         let own = store.load_own()?;
+        let saved = own.as_ref().and_then(|own| own.forecast.clone());
+        let forecast = [published, saved]
+            .into_iter()
+            .flatten()
+            .max_by_key(ForecastState::last_start_ms);
         Ok(Self {
             store: Some(store),
             own,
             state_topic,
+            replica: replica.to_owned(),
+            forecast,
         })
     }
 }
@@ -113,6 +138,8 @@ impl KafkaSource {
             group: Group::new(geometry, idle_timeout_ms, carried),
             store: recovery.store,
             state_topic: recovery.state_topic,
+            replica: recovery.replica,
+            forecast_sent_windows: None,
             checkpoint_interval: Duration::from_millis(kafka.checkpoint_interval_ms),
             last_checkpoint: Instant::now(),
             kafka_metrics,
@@ -380,12 +407,16 @@ impl KafkaSource {
             |p| pipeline.outlier_snapshot(p as u32),
             |p| pipeline.session_snapshot(p as u32),
         );
+        // Taken with the windows emitted so far: after a restart the windows
+        // emitted again are learnt again, and forecast the same.
+        let forecast = pipeline.forecast_state().cloned();
         if let Some(store) = &self.store {
             let checkpoint = ReplicaCheckpoint {
                 emitted_bytes: persisted.emitted_bytes,
                 emitted_session_bytes: persisted.emitted_session_bytes,
                 counters: persisted.counters,
                 partitions: pending.partitions.clone(),
+                forecast: forecast.clone(),
                 ..new_checkpoint(now_ms())
             };
             let saved = store.save(&checkpoint);
@@ -396,7 +427,14 @@ impl KafkaSource {
             }
         }
         if let Some(state_topic) = &self.state_topic {
-            if let Err(error) = state_topic.publish(&pending.partitions[..pending.held]) {
+            let learnt = forecast.as_ref().map(|state| state.windows());
+            let sent = match forecast.filter(|_| learnt != self.forecast_sent_windows) {
+                Some(state) => state_topic.send_forecast(&self.replica, &state),
+                None => Ok(()),
+            };
+            if let Err(error) =
+                sent.and_then(|()| state_topic.publish(&pending.partitions[..pending.held]))
+            {
                 self.kafka_metrics.checkpoint(false);
                 tracing::error!(%error, "checkpoint not acknowledged by the state topic; offsets not committed");
                 return;
@@ -404,6 +442,12 @@ impl KafkaSource {
         }
         if self.store.is_some() || self.state_topic.is_some() {
             self.kafka_metrics.checkpoint(true);
+        }
+        if self.state_topic.is_some() {
+            self.forecast_sent_windows = ingest
+                .pipeline()
+                .forecast_state()
+                .map(ForecastState::windows);
         }
         self.store_offsets(&pending);
     }
