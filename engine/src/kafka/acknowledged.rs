@@ -117,10 +117,10 @@ impl AcknowledgedProducer {
     }
 
     /// Wait, by the wall clock, until nothing is in flight; then report the
-    /// records lost since the last wait. (rdkafka 0.36's `flush` counted its
-    /// timeout in polls, and a poll returned early on each delivery report:
+    /// records lost since the last wait. (rdkafka 0.36's `flush` counts its
+    /// timeout in polls, and a poll returns early on each delivery report:
     /// with many records in flight it gave up after about a second, not the
-    /// time asked; this wait also says which records were lost.)
+    /// time asked.)
     pub fn wait(&self, timeout: Duration) -> Result<(), Unacknowledged> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, NativeClient};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -113,17 +113,11 @@ impl ClientContext for ClientCallbacks {
 }
 
 impl ConsumerContext for ClientCallbacks {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
+    fn rebalance(&self, native: &NativeClient, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.kafka_metrics.rebalance();
         if self.closing.load(Ordering::Relaxed) {
-            // Closing: clear the assignment here (the poll loop is gone);
-            // the partitions were checkpointed before the close.
-            let _ = consumer.unassign();
+            // SAFETY: a live handle; a null list clears the assignment.
+            let _ = unsafe { rdkafka::bindings::rd_kafka_assign(native.ptr(), std::ptr::null()) };
             return;
         }
         match err {
